@@ -1,0 +1,78 @@
+// Sign-in: the entry page of every interaction, and the password form.
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import { z } from 'zod';
+import type { FlowDeps } from '../context.ts';
+import { finishInteraction, finishLogin, loadInteraction, type InteractionDetails } from '../interaction.ts';
+import { showConsent } from '../consent/routes.ts';
+import { sha256Hex } from '../../security/crypto.ts';
+
+const loginForm = z.object({
+  email: z.string().trim().min(1).max(320),
+  password: z.string().min(1).max(1024),
+});
+
+const INVALID = 'Incorrect email or password.';
+
+async function clientLabel(deps: FlowDeps, details: InteractionDetails): Promise<string | undefined> {
+  const client = await deps.provider().Client.find(String(details.params.client_id));
+  return client?.clientName ?? client?.clientId;
+}
+
+export async function renderLogin(deps: FlowDeps, ctx: Context, details: InteractionDetails, extra: Record<string, unknown> = {}, status = 200) {
+  deps.views.render(
+    ctx,
+    'login',
+    {
+      title: 'Sign in',
+      uid: details.uid,
+      clientName: await clientLabel(deps, details),
+      email: (details.params.login_hint as string | undefined) ?? '',
+      ...extra,
+    },
+    status,
+  );
+}
+
+export function registerLoginRoutes(router: Router, deps: FlowDeps) {
+  router.get('/interaction/:uid', async (ctx) => {
+    const details = await loadInteraction(deps, ctx);
+    ctx.set('Cache-Control', 'no-store');
+    if (details.prompt.name === 'login') return renderLogin(deps, ctx, details);
+    if (details.prompt.name === 'consent') return showConsent(deps, ctx, details);
+    throw Object.assign(new Error(`unsupported prompt ${details.prompt.name}`), { status: 500 });
+  });
+
+  router.post('/interaction/:uid/login', async (ctx) => {
+    const details = await loadInteraction(deps, ctx);
+    if (details.prompt.name !== 'login') throw Object.assign(new Error('This step is already complete.'), { status: 400, expose: true });
+    const body = ((ctx.request as { body?: Record<string, unknown> }).body ?? {}) as Record<string, unknown>;
+    const parsed = loginForm.safeParse(body);
+    if (!parsed.success) {
+      const typedEmail = typeof body.email === 'string' ? body.email.slice(0, 320) : '';
+      return renderLogin(deps, ctx, details, { email: typedEmail, error: 'Enter your email and password.' }, 400);
+    }
+
+    const result = await deps.password.verify(parsed.data.email, parsed.data.password);
+    const clientId = String(details.params.client_id);
+    if (!result) {
+      deps.metrics.loginAttempts.inc({ method: 'password', result: 'failure' });
+      await deps.audit(ctx, { type: 'login.failure', clientId, data: { method: 'password', emailHash: hashPrefix(parsed.data.email) } });
+      return renderLogin(deps, ctx, details, { email: parsed.data.email, error: INVALID }, 401);
+    }
+    deps.metrics.loginAttempts.inc({ method: 'password', result: 'success' });
+    await deps.audit(ctx, { type: 'login.success', userId: result.user.id, clientId, data: { method: 'password' } });
+    await finishLogin(deps, ctx, result.user.id, [result]);
+  });
+
+  router.post('/interaction/:uid/abort', async (ctx) => {
+    const details = await loadInteraction(deps, ctx);
+    await deps.audit(ctx, { type: 'consent.denied', userId: details.session?.accountId, clientId: String(details.params.client_id) });
+    await finishInteraction(deps, ctx, { error: 'access_denied', error_description: 'End-User aborted interaction' }, false);
+  });
+}
+
+/** Lets an operator correlate failed attempts on one address without storing the address. */
+function hashPrefix(email: string): string {
+  return sha256Hex(email.trim().toLowerCase()).slice(0, 12);
+}

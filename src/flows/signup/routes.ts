@@ -1,0 +1,64 @@
+// Sign-up inside a pending OIDC interaction: create the account, then finish the login prompt.
+import type Router from '@koa/router';
+import { z } from 'zod';
+import { createUser, EmailTakenError } from '../../identity/users.ts';
+import { passwordProof, passwordSchema } from '../../methods/password/index.ts';
+import { validateBody } from '../../http/forms.ts';
+import type { FlowDeps } from '../context.ts';
+import { finishLogin, loadInteraction } from '../interaction.ts';
+
+export function registerSignupRoutes(router: Router, deps: FlowDeps) {
+  const signupForm = z.object({
+    name: z.string().trim().min(1, 'Enter your name.').max(200, 'Use at most 200 characters.'),
+    email: z.string().trim().max(320, 'That email address is too long.').pipe(z.email('Enter a valid email address.')),
+    password: passwordSchema(deps.config),
+  });
+
+  const page = (uid: string, vars: Record<string, unknown>) => ({
+    title: 'Create your account',
+    uid,
+    passwordMinLength: deps.config.password.minLength,
+    ...vars,
+  });
+
+  router.get('/interaction/:uid/signup', async (ctx) => {
+    const details = await loadInteraction(deps, ctx);
+    deps.views.render(ctx, 'signup', page(details.uid, {}));
+  });
+
+  router.post('/interaction/:uid/signup', async (ctx) => {
+    const details = await loadInteraction(deps, ctx);
+    const result = validateBody(ctx, signupForm);
+    if (!result.ok) {
+      const { name, email } = result.raw;
+      return deps.views.render(
+        ctx,
+        'signup',
+        page(details.uid, {
+          name: typeof name === 'string' ? name : '',
+          email: typeof email === 'string' ? email : '',
+          fieldErrors: result.fieldErrors,
+          error: 'Please correct the highlighted fields.',
+        }),
+        400,
+      );
+    }
+    const { name, email, password } = result.data;
+    let user;
+    try {
+      user = await createUser(deps.db, { email, name, passwordHash: await deps.password.hash(password) });
+    } catch (err) {
+      if (!(err instanceof EmailTakenError)) throw err;
+      return deps.views.render(
+        ctx,
+        'signup',
+        page(details.uid, { name, email, fieldErrors: { email: 'An account with this email already exists. Sign in instead.' } }),
+        409,
+      );
+    }
+    const clientId = String(details.params.client_id);
+    await deps.audit(ctx, { type: 'user.signup', userId: user.id, clientId });
+    await deps.audit(ctx, { type: 'login.success', userId: user.id, clientId, data: { method: 'password', via: 'signup' } });
+    await finishLogin(deps, ctx, user.id, [passwordProof]);
+  });
+}

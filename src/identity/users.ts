@@ -1,0 +1,67 @@
+// The users table and its queries. Credentials are owned by methods/, not here.
+import crypto from 'node:crypto';
+import type { Db } from '../db/knex.ts';
+
+export interface User {
+  id: string;
+  email: string;
+  name: string | null;
+  email_verified: boolean;
+  status: 'active' | 'disabled';
+  password_hash: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export type PublicUser = Omit<User, 'password_hash'>;
+
+const PUBLIC_COLUMNS = ['id', 'email', 'name', 'email_verified', 'status', 'created_at', 'updated_at'] as const;
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export class EmailTakenError extends Error {
+  constructor() {
+    super('an account with this email already exists');
+  }
+}
+
+export function normalizeEmail(email: string): string {
+  return email.trim();
+}
+
+export async function findUserByEmail(db: Db, email: string): Promise<User | undefined> {
+  return db<User>('users').whereRaw('lower(email) = lower(?)', [normalizeEmail(email)]).first();
+}
+
+export async function findUserById(db: Db, id: string): Promise<User | undefined> {
+  if (!UUID_RE.test(id)) return undefined;
+  return db<User>('users').where({ id }).first();
+}
+
+export async function createUser(
+  db: Db,
+  input: { email: string; name?: string | null; passwordHash?: string | null; emailVerified?: boolean },
+): Promise<PublicUser> {
+  try {
+    const [row] = await db('users')
+      .insert({
+        id: crypto.randomUUID(),
+        email: normalizeEmail(input.email),
+        name: input.name?.trim() || null,
+        password_hash: input.passwordHash ?? null,
+        email_verified: input.emailVerified ?? false,
+      })
+      .returning([...PUBLIC_COLUMNS]);
+    return row as PublicUser;
+  } catch (err) {
+    if ((err as { code?: string }).code === '23505') throw new EmailTakenError();
+    throw err;
+  }
+}
+
+export async function setPasswordHash(db: Db, userId: string, passwordHash: string): Promise<void> {
+  await db('users').where({ id: userId }).update({ password_hash: passwordHash, updated_at: db.fn.now() });
+}
+
+export async function listUsers(db: Db, { limit = 100, offset = 0 } = {}): Promise<PublicUser[]> {
+  return db('users').select([...PUBLIC_COLUMNS]).orderBy('created_at', 'asc').limit(limit).offset(offset);
+}

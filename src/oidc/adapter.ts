@@ -1,0 +1,116 @@
+// oidc-provider storage on knex: one table, keyed by (model, sha256(id)).
+// Ids of tokens, codes, sessions and interactions are bearer secrets, so only their hash is
+// stored and `jti` is stripped from the payload at rest (find() puts it back from the caller's id).
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import type { Db } from '../db/knex.ts';
+import { sha256Hex } from '../security/crypto.ts';
+
+const TABLE = 'oidc_payloads';
+
+/** Deletes a grant and every artifact issued under it, whatever its model. */
+export async function revokeGrantEverywhere(db: Db, grantId: string): Promise<void> {
+  await db(TABLE)
+    .where('grant_id', grantId)
+    .orWhere({ model: 'Grant', id_hash: sha256Hex(grantId) })
+    .delete();
+}
+
+interface Row {
+  payload: AdapterPayload;
+  consumed_at: Date | null;
+}
+
+function revive(row: Row | undefined, id: string | undefined): AdapterPayload | undefined {
+  if (!row) return undefined;
+  const payload: AdapterPayload = { ...row.payload };
+  if (id !== undefined) payload.jti = id;
+  if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
+  return payload;
+}
+
+export function createAdapterClass(db: Db, findClient: (clientId: string) => Promise<AdapterPayload | undefined>) {
+  return class KnexAdapter implements Adapter {
+    readonly model: string;
+
+    constructor(model: string) {
+      this.model = model;
+    }
+
+    private key(id: string) {
+      return { model: this.model, id_hash: sha256Hex(id) };
+    }
+
+    private live() {
+      return db(TABLE).where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', db.fn.now()));
+    }
+
+    async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+      const { jti: _jti, consumed: _consumed, ...stored } = payload;
+      const row = {
+        ...this.key(id),
+        payload: JSON.stringify(stored),
+        grant_id: payload.grantId ?? null,
+        uid: payload.uid ?? null,
+        user_code: payload.userCode ?? null,
+        account_id: payload.accountId ?? null,
+        client_id: payload.clientId ?? null,
+        expires_at: typeof expiresIn === 'number' ? new Date(Date.now() + expiresIn * 1000) : null,
+      };
+      await db(TABLE).insert(row).onConflict(['model', 'id_hash']).merge(['payload', 'grant_id', 'uid', 'user_code', 'account_id', 'client_id', 'expires_at']);
+    }
+
+    async find(id: string): Promise<AdapterPayload | undefined> {
+      // Clients are registered through the CLI into their own table, not stored as artifacts.
+      if (this.model === 'Client') return findClient(id);
+      const row = await this.live().where(this.key(id)).first('payload', 'consumed_at');
+      return revive(row, id);
+    }
+
+    async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+      // The id (and so jti) is unknowable from its hash: callers of findByUid only read the session.
+      const row = await this.live().where({ model: this.model, uid }).orderBy('created_at', 'desc').first('payload', 'consumed_at');
+      return revive(row, undefined);
+    }
+
+    async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+      const row = await this.live().where({ model: this.model, user_code: userCode }).first('payload', 'consumed_at');
+      return revive(row, undefined);
+    }
+
+    async consume(id: string): Promise<void> {
+      // One atomic statement: of two concurrent consumers only the first sets consumed_at.
+      // The library checks isConsumed before calling us; losing that race here means the same
+      // code or refresh token was redeemed twice at once, which is reuse: kill the grant.
+      const updated = await db(TABLE).where(this.key(id)).whereNull('consumed_at').update({ consumed_at: db.fn.now() }, ['grant_id']);
+      if (updated.length === 0) {
+        const row = await db(TABLE).where(this.key(id)).first('grant_id');
+        if (row?.grant_id) await revokeGrantEverywhere(db, row.grant_id);
+        throw new errors.InvalidGrant('grant request is invalid');
+      }
+    }
+
+    async destroy(id: string): Promise<void> {
+      await db(TABLE).where(this.key(id)).delete();
+    }
+
+    async revokeByGrantId(grantId: string): Promise<void> {
+      // The library calls this once per token model (in parallel); each call removes its own rows.
+      await db(TABLE).where({ model: this.model, grant_id: grantId }).delete();
+    }
+  };
+}
+
+/** Deletes expired rows in batches so a large backlog never holds long locks. Returns rows removed. */
+export async function sweepExpired(db: Db, batchSize = 1000, maxBatches = 100): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < maxBatches; i++) {
+    const result = await db.raw(
+      `DELETE FROM ${TABLE} WHERE ctid IN (SELECT ctid FROM ${TABLE} WHERE expires_at < now() LIMIT ?)`,
+      [batchSize],
+    );
+    const removed = (result as { rowCount?: number; affectedRows?: number }).rowCount ?? (result as { affectedRows?: number }).affectedRows ?? 0;
+    total += removed;
+    if (removed < batchSize) break;
+  }
+  return total;
+}

@@ -1,0 +1,36 @@
+// Provider events → audit trail and metrics. Sign-in attempts are audited by the flows.
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { Audit } from '../security/audit.ts';
+
+function accountOf(ctx: KoaContextWithOIDC): string | undefined {
+  const e = ctx.oidc?.entities as Record<string, { accountId?: string } | undefined> | undefined;
+  return ctx.oidc?.session?.accountId ?? e?.AuthorizationCode?.accountId ?? e?.RefreshToken?.accountId ?? e?.Grant?.accountId;
+}
+
+export function attachProviderEvents(provider: Provider, audit: Audit, metrics: Metrics, log: Logger): void {
+  provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+    const grantType = String(ctx.oidc.params?.grant_type ?? 'unknown');
+    metrics.tokensIssued.inc({ grant_type: grantType });
+    void audit(ctx, { type: 'token.issued', userId: accountOf(ctx), clientId: ctx.oidc.client?.clientId, data: { grantType } });
+  });
+  provider.on('grant.revoked', (ctx: KoaContextWithOIDC, grantId: string) => {
+    // Revoking a grant from the token endpoint only happens when a used refresh token or code comes back.
+    const reuse = ctx.oidc?.route === 'token';
+    const type = reuse ? 'token.reuse_detected' : ctx.oidc?.route === 'revocation' ? 'token.revoked' : 'grant.revoked';
+    const grantRef = grantId.slice(0, 8);
+    void audit(ctx, { type, userId: accountOf(ctx), clientId: ctx.oidc?.client?.clientId, data: { grant: grantRef, route: ctx.oidc?.route } });
+  });
+  provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
+    void audit(ctx, { type: 'logout', userId: ctx.oidc.session?.accountId, clientId: ctx.oidc.client?.clientId });
+  });
+  // Typings omit this event; it is emitted with (ctx, error, clientId, accountId, sid).
+  (provider as unknown as NodeJS.EventEmitter).on('backchannel.error', (_ctx: unknown, err: Error, clientId: string) => {
+    log.warn({ event: 'backchannel.error', clientId, err: err.message }, 'back-channel logout delivery failed');
+  });
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    (ctx.state?.log ?? log).error({ event: 'oidc.server_error', err }, 'provider error');
+  });
+}

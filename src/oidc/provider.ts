@@ -1,0 +1,183 @@
+// oidc-provider configuration: the protocol is the library's; this file only decides policy.
+import Provider, { errors, type Configuration, type KoaContextWithOIDC, type Account } from 'oidc-provider';
+import type { Config } from '../config.ts';
+import type { Db } from '../db/knex.ts';
+import type { Views } from '../http/views.ts';
+import { findUserById } from '../identity/users.ts';
+import { createAdapterClass } from './adapter.ts';
+import type { AssurancePolicy } from './assurance.ts';
+import type { ClientStore } from './clients.ts';
+import { createInteractionPolicy } from './policy.ts';
+import { findRememberedGrant } from './grants.ts';
+
+export const SCOPES = ['openid', 'profile', 'email', 'offline_access'] as const;
+
+export interface ProviderDeps {
+  config: Config;
+  db: Db;
+  views: Views;
+  clients: ClientStore;
+  jwks: { keys: object[] };
+  cookieKeys: string[];
+  assurance: AssurancePolicy;
+}
+
+const ERROR_HEADINGS: Record<string, string> = {
+  invalid_redirect_uri: 'This application is not set up correctly',
+  invalid_client: 'Unknown application',
+  invalid_request: 'Something is wrong with this sign-in request',
+  invalid_scope: 'This application asked for something it may not have',
+  unauthorized_client: 'This application may not do that',
+  unsupported_response_type: 'Something is wrong with this sign-in request',
+  access_denied: 'Access denied',
+  server_error: 'Something went wrong on our side',
+  temporarily_unavailable: 'Please try again in a moment',
+};
+
+export function assurancePolicyFrom(config: Config): AssurancePolicy {
+  return { names: config.acr, elevationTtl: {} };
+}
+
+export function createProvider(deps: ProviderDeps): Provider {
+  const { config, db, views, clients, assurance } = deps;
+
+  async function findAccount(_ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> {
+    const user = await findUserById(db, sub);
+    if (!user || user.status !== 'active') return undefined;
+    return {
+      accountId: user.id,
+      async claims() {
+        return { sub: user.id, email: user.email, email_verified: user.email_verified, name: user.name ?? undefined };
+      },
+    };
+  }
+
+  const cookieBase = { httpOnly: true, sameSite: 'lax' as const, secure: config.secureCookies, signed: true };
+
+  const configuration: Configuration = {
+    adapter: createAdapterClass(db, (id) => clients.findForProvider(id)),
+    findAccount,
+    jwks: deps.jwks as Configuration['jwks'],
+    cookies: {
+      keys: deps.cookieKeys,
+      long: { ...cookieBase },
+      short: { ...cookieBase },
+      names: { session: 'lk.session', interaction: 'lk.interaction', resume: 'lk.resume' },
+    },
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name'],
+      acr: null,
+      amr: null,
+      auth_time: null,
+      sid: null,
+      iss: null,
+    },
+    scopes: [...SCOPES],
+    acrValues: [config.acr.pwd, config.acr.mfa, config.acr.phr],
+    responseTypes: ['code'],
+    // Advertise only what the CLI can register.
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'none'],
+    // Put the scope-granted claims into the ID token too: RPs read email/name from it.
+    conformIdTokenClaims: false,
+    extraClientMetadata: {
+      properties: ['first_party', 'require_verified_email'],
+      validator(_ctx, key, value) {
+        if (value !== undefined && typeof value !== 'boolean') throw new errors.InvalidClientMetadata(`${key} must be a boolean`);
+      },
+    },
+    features: {
+      devInteractions: { enabled: false },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      userinfo: { enabled: true },
+      clientCredentials: { enabled: true },
+      claimsParameter: { enabled: true },
+      backchannelLogout: { enabled: true },
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          const action = /action="([^"]+)"/.exec(form)?.[1];
+          const xsrf = /name="xsrf" value="([^"]+)"/.exec(form)?.[1];
+          const client = ctx.oidc.client;
+          views.render(ctx, 'logout', { action, xsrf, clientName: client?.clientName ?? client?.clientId, title: 'Sign out' });
+        },
+        async postLogoutSuccessSource(ctx) {
+          const client = ctx.oidc.client;
+          views.render(ctx, 'logout-success', { clientName: client?.clientName ?? client?.clientId, title: 'Signed out' });
+        },
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined as unknown as string,
+        useGrantedResource: () => false,
+        getResourceServerInfo() {
+          // No resource servers are registered yet: refuse the parameter with a clear error.
+          throw new errors.InvalidTarget('unknown or unsupported resource indicator');
+        },
+      },
+    },
+    pkce: {
+      // Public clients must use PKCE (S256 is the only method the library accepts).
+      required: (_ctx, client) => client.tokenEndpointAuthMethod === 'none',
+    },
+    issueRefreshToken: async (_ctx, client, code) =>
+      client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: config.ttl.accessToken,
+      AuthorizationCode: 60,
+      ClientCredentials: config.ttl.accessToken,
+      IdToken: config.ttl.idToken,
+      Interaction: config.ttl.interaction,
+      Session: config.ttl.session,
+      Grant: config.ttl.grant,
+      RefreshToken: config.ttl.refreshToken,
+      BackchannelAuthenticationRequest: 600,
+      DeviceCode: 600,
+    },
+    interactions: {
+      url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+      policy: createInteractionPolicy(assurance),
+    },
+    async loadExistingGrant(ctx) {
+      const grantId =
+        ctx.oidc.result?.consent?.grantId ||
+        ctx.oidc.session!.grantIdFor(ctx.oidc.client!.clientId) ||
+        (await findRememberedGrant(db, ctx.oidc.session!.accountId!, ctx.oidc.client!.clientId));
+      if (!grantId) return undefined;
+      const grant = await ctx.oidc.provider.Grant.find(grantId);
+      // A remembered grant belongs to one user and client; never reuse it across either.
+      if (!grant || grant.accountId !== ctx.oidc.session!.accountId || grant.clientId !== ctx.oidc.client!.clientId) return undefined;
+      return grant;
+    },
+    clientBasedCORS(_ctx, origin, client) {
+      return client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) ?? false;
+    },
+    async renderError(ctx, out) {
+      const code = String(out.error ?? 'server_error');
+      const status = ctx.status >= 400 ? ctx.status : 400;
+      views.render(
+        ctx,
+        'error',
+        {
+          title: 'Error',
+          heading: ERROR_HEADINGS[code] ?? 'Something went wrong',
+          message:
+            code === 'server_error'
+              ? 'An unexpected error occurred. Please try again; if it keeps happening, contact support with the reference below.'
+              : out.error_description,
+          status,
+          requestId: ctx.state.requestId,
+        },
+        status,
+      );
+    },
+  };
+
+  const provider = new Provider(config.issuer, configuration);
+  provider.proxy = config.trustProxy;
+  return provider;
+}

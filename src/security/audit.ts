@@ -1,0 +1,51 @@
+// Structured audit trail: one row per security-relevant event, mirrored to the log.
+// Never pass secrets here: ids and hash prefixes only.
+import type { Context } from 'koa';
+import type { Db } from '../db/knex.ts';
+import type { Logger } from '../observability/logger.ts';
+
+export type AuditType =
+  | 'user.signup'
+  | 'user.created'
+  | 'login.success'
+  | 'login.failure'
+  | 'logout'
+  | 'consent.granted'
+  | 'consent.denied'
+  | 'token.issued'
+  | 'token.revoked'
+  | 'token.reuse_detected'
+  | 'grant.revoked'
+  | 'client.created'
+  | 'client.deleted'
+  | 'keys.rotated';
+
+export interface AuditEvent {
+  type: AuditType;
+  userId?: string | null;
+  clientId?: string | null;
+  data?: Record<string, unknown>;
+}
+
+export function createAudit(db: Db, log: Logger) {
+  return async function audit(ctx: Pick<Context, 'ip' | 'get' | 'state'> | undefined, event: AuditEvent): Promise<void> {
+    const row = {
+      type: event.type,
+      user_id: event.userId ?? null,
+      client_id: event.clientId ?? null,
+      ip: ctx?.ip ?? null,
+      user_agent: ctx?.get('user-agent')?.slice(0, 512) || null,
+      request_id: ctx?.state?.requestId ?? null,
+      data: JSON.stringify(event.data ?? {}),
+    };
+    log.info({ event: 'audit', audit: { ...row, data: event.data ?? {} } }, event.type);
+    try {
+      await db('audit_events').insert(row);
+    } catch (err) {
+      // An audit write must never turn a user's successful action into an error page.
+      log.error({ err, event: 'audit.write_failed', type: event.type }, 'audit write failed');
+    }
+  };
+}
+
+export type Audit = ReturnType<typeof createAudit>;
