@@ -17,14 +17,16 @@ import { parseBody } from './http/forms.ts';
 import { errorHandler, requestContext } from './http/request-context.ts';
 import { createViews } from './http/views.ts';
 import { scheduleJobs } from './jobs/index.ts';
-import { createPasswordMethod } from './methods/password/index.ts';
-import { createClientStore } from './oidc/clients.ts';
+import { createPasswordMethod, type PasswordMethod } from './methods/password/index.ts';
+import { createClientStore, type ClientStore } from './oidc/clients.ts';
 import { attachProviderEvents } from './oidc/events.ts';
 import { ensureSigningKeys, loadSigningJwks, signingKeysVersion } from './oidc/keys.ts';
 import { assurancePolicyFrom, createProvider } from './oidc/provider.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics } from './observability/metrics.ts';
-import { createAudit } from './security/audit.ts';
+import { createAudit, type Audit } from './security/audit.ts';
+import { runCommand } from './cli/commands.ts';
+import type { Bridge } from './cli/embedded-bridge.ts';
 import { csrfProtection } from './security/csrf.ts';
 import { securityHeaders } from './security/headers.ts';
 import { loadSecrets } from './security/secrets.ts';
@@ -34,11 +36,24 @@ const PUBLIC_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '.
 export interface Latchkey {
   app: Koa;
   db: Db;
+  clients: ClientStore;
+  password: PasswordMethod;
+  audit: Audit;
+  atRestKey: Buffer;
   provider(): Provider;
+  /** Rebuilds the provider if the published signing keys changed. */
+  reloadKeys(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function createLatchkey(config: Config, log: Logger): Promise<Latchkey> {
+export interface LatchkeyOptions {
+  /** Run scheduled jobs and watch for key rotations (the server); off for one-shot CLI commands. */
+  background: boolean;
+  /** Serve CLI commands for this process's embedded database (see cli/embedded-bridge.ts). */
+  bridge?: Bridge;
+}
+
+export async function createLatchkey(config: Config, log: Logger, options: LatchkeyOptions): Promise<Latchkey> {
   const secrets = loadSecrets(config, log);
   const db = createDb(config);
   const applied = await migrateLatest(db);
@@ -100,6 +115,18 @@ export async function createLatchkey(config: Config, log: Logger): Promise<Latch
     ctx.type = metrics.registry.contentType;
     ctx.body = await metrics.registry.metrics();
   });
+  if (options.bridge) {
+    const bridge = options.bridge;
+    ops.post('/internal/cli', parseBody('64kb'), async (ctx) => {
+      if (!bridge.authorized(ctx)) throw Object.assign(new Error('not found'), { status: 404, expose: true });
+      const argv = (ctx.request as { body?: { argv?: unknown } }).body?.argv;
+      if (!Array.isArray(argv) || !argv.every((a) => typeof a === 'string')) throw Object.assign(new Error('argv must be an array of strings'), { status: 400, expose: true });
+      let stdout = '';
+      let stderr = '';
+      const code = await runCommand(argv, latchkey, config, log, { out: (s) => (stdout += s), err: (s) => (stderr += s) });
+      ctx.body = { code, stdout, stderr };
+    });
+  }
   app.use(ops.routes());
   app.use(mount('/static', serveStatic(PUBLIC_DIR, { maxage: 3600_000, gzip: false, brotli: false })));
 
@@ -116,29 +143,39 @@ export async function createLatchkey(config: Config, log: Logger): Promise<Latch
   // The provider last. Indirect, so a key rotation can swap in a provider with the new JWKS.
   app.use((ctx, next) => current.handler(ctx, next));
 
-  const keyTimer = setInterval(async () => {
-    try {
-      const version = await signingKeysVersion(db);
-      if (version !== keysVersion) {
-        current = await buildProvider();
-        keysVersion = version;
-        log.info({ event: 'keys.reloaded' }, 'signing keys changed: provider reloaded');
-      }
-    } catch (err) {
-      log.error({ event: 'keys.reload_failed', err }, 'could not reload signing keys');
-    }
-  }, config.keyCheckIntervalSeconds * 1000);
-  keyTimer.unref();
-  const stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds);
+  async function reloadKeys() {
+    const version = await signingKeysVersion(db);
+    if (version === keysVersion) return;
+    current = await buildProvider();
+    keysVersion = version;
+    log.info({ event: 'keys.reloaded' }, 'signing keys changed: provider reloaded');
+  }
 
-  return {
+  const timers: NodeJS.Timeout[] = [];
+  let stopJobs = () => {};
+  if (options.background) {
+    const keyTimer = setInterval(() => {
+      reloadKeys().catch((err) => log.error({ event: 'keys.reload_failed', err }, 'could not reload signing keys'));
+    }, config.keyCheckIntervalSeconds * 1000);
+    keyTimer.unref();
+    timers.push(keyTimer);
+    stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds);
+  }
+
+  const latchkey: Latchkey = {
     app,
     db,
+    clients,
+    password: deps.password,
+    audit,
+    atRestKey: secrets.atRestKey,
     provider: () => current.provider,
+    reloadKeys,
     async close() {
-      clearInterval(keyTimer);
+      timers.forEach(clearInterval);
       stopJobs();
       await db.destroy();
     },
   };
+  return latchkey;
 }

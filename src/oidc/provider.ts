@@ -65,7 +65,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       names: { session: 'lk.session', interaction: 'lk.interaction', resume: 'lk.resume' },
     },
     claims: {
-      openid: ['sub'],
+      // acr/amr/auth_time in every ID token, not only when the RP asked: RPs must be able to rely on them.
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       email: ['email', 'email_verified'],
       profile: ['name'],
       acr: null,

@@ -1,0 +1,205 @@
+// CLI commands, independent of where they run: standalone against the database, or inside a
+// running embedded-database server (PGlite allows one process per data directory).
+import { parseArgs } from 'node:util';
+import { ZodError } from 'zod';
+import type { Latchkey } from '../app.ts';
+import type { Config } from '../config.ts';
+import { migrateLatest } from '../db/migrate.ts';
+import { createUser, EmailTakenError, listUsers } from '../identity/users.ts';
+import { JOBS, runJob } from '../jobs/index.ts';
+import { passwordSchema } from '../methods/password/index.ts';
+import { ClientExistsError } from '../oidc/clients.ts';
+import { listSigningKeys, rotateSigningKeys } from '../oidc/keys.ts';
+import type { Logger } from '../observability/logger.ts';
+
+export const USAGE = `Usage: latchkey <command> [options]
+
+  serve                                  run the identity provider (migrates first)
+  migrate                                apply pending database migrations
+  clients create --id ID [--secret S | --public] --redirect-uri URI...
+                 [--post-logout-redirect-uri URI...] [--grant-type G...] [--scope "..."]
+                 [--name NAME] [--first-party] [--require-verified-email]
+                 [--backchannel-logout-uri URI]
+  clients list
+  clients delete ID
+  users create --email E --password P [--name N] [--verified]
+  users list
+  keys rotate                            new current signing keys; old ones stay published until tokens expire
+  keys list
+  jobs run NAME                          run a scheduled job now (${Object.keys(JOBS).join(', ')})
+
+Every command accepts --json for machine-readable output.`;
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export class UsageError extends Error {}
+
+/** Runs one command; returns the process exit code. */
+export async function runCommand(argv: string[], latchkey: Latchkey, config: Config, log: Logger, io: CliIo): Promise<number> {
+  const [command, sub, ...rest] = argv;
+  const json = argv.includes('--json');
+  const print = (value: unknown, human: () => string) => io.out(json ? JSON.stringify(value, null, 2) + '\n' : human() + '\n');
+  const { db } = latchkey;
+  try {
+    switch (command) {
+      case 'migrate': {
+        const applied = await migrateLatest(db);
+        print({ applied }, () => (applied.length ? `applied ${applied.join(', ')}` : 'database is up to date'));
+        return 0;
+      }
+      case 'clients':
+        return await clientsCommand(sub, rest);
+      case 'users':
+        return await usersCommand(sub, rest);
+      case 'keys':
+        return await keysCommand(sub);
+      case 'jobs': {
+        if (sub !== 'run' || !rest[0] || rest[0].startsWith('--')) throw new UsageError('usage: latchkey jobs run NAME');
+        const name = rest[0];
+        if (!JOBS[name]) throw new UsageError(`unknown job ${name}`);
+        const result = await runJob(db, name, log);
+        print(result, () => (result.ran ? `${name}: ${JSON.stringify(result.result)}` : `${name}: another instance is running it now`));
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown command ${command ?? ''}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`latchkey: ${err.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    if (err instanceof ZodError) {
+      io.err(`latchkey: invalid input:\n${err.issues.map((i) => `  ${i.path.join('.') || 'value'}: ${i.message}`).join('\n')}\n`);
+      return 2;
+    }
+    if (err instanceof EmailTakenError || err instanceof ClientExistsError) {
+      io.err(`latchkey: ${err.message}\n`);
+      return 1;
+    }
+    if (err instanceof TypeError && (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.err(`latchkey: ${err.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    const described = (err as { error_description?: string }).error_description;
+    if (described) {
+      io.err(`latchkey: ${described}\n`);
+      return 2;
+    }
+    throw err;
+  }
+
+  async function clientsCommand(action: string | undefined, args: string[]): Promise<number> {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        id: { type: 'string' },
+        secret: { type: 'string' },
+        public: { type: 'boolean', default: false },
+        name: { type: 'string' },
+        'redirect-uri': { type: 'string', multiple: true },
+        'post-logout-redirect-uri': { type: 'string', multiple: true },
+        'grant-type': { type: 'string', multiple: true },
+        scope: { type: 'string' },
+        'first-party': { type: 'boolean', default: false },
+        'require-verified-email': { type: 'boolean', default: false },
+        'backchannel-logout-uri': { type: 'string' },
+        json: { type: 'boolean' },
+      },
+    });
+    if (action === 'create') {
+      if (!values.id) throw new UsageError('clients create needs --id');
+      const created = await latchkey.clients.create(
+        {
+          clientId: values.id,
+          secret: values.secret,
+          public: values.public,
+          name: values.name,
+          redirectUris: values['redirect-uri'] ?? [],
+          postLogoutRedirectUris: values['post-logout-redirect-uri'] ?? [],
+          grantTypes: values['grant-type'] as never,
+          scope: values.scope,
+          firstParty: values['first-party'],
+          requireVerifiedEmail: values['require-verified-email'],
+          backchannelLogoutUri: values['backchannel-logout-uri'],
+        },
+        // The provider's own validation, so a client that would fail at sign-in fails now.
+        (metadata) => latchkey.provider().Client.validate(metadata as never),
+      );
+      await latchkey.audit(undefined, { type: 'client.created', clientId: values.id });
+      print(created, () =>
+        [`client_id:     ${created.client_id}`, created.client_secret ? `client_secret: ${created.client_secret}\n(shown once: store it now)` : 'public client (PKCE S256 required)'].join('\n'),
+      );
+      return 0;
+    }
+    if (action === 'list') {
+      const list = await latchkey.clients.list();
+      print(list, () => list.map((c) => `${c.client_id.padEnd(24)} ${c.redirect_uris.join(' ')}`).join('\n') || '(no clients)');
+      return 0;
+    }
+    if (action === 'delete') {
+      const id = positionals[0] ?? values.id;
+      if (!id) throw new UsageError('clients delete needs a client id');
+      const deleted = await latchkey.clients.delete(id);
+      if (deleted) await latchkey.audit(undefined, { type: 'client.deleted', clientId: id });
+      print({ client_id: id, deleted }, () => (deleted ? `deleted ${id}` : `no client ${id}`));
+      return deleted ? 0 : 1;
+    }
+    throw new UsageError(`unknown clients command ${action ?? ''}`);
+  }
+
+  async function usersCommand(action: string | undefined, args: string[]): Promise<number> {
+    const { values } = parseArgs({
+      args,
+      options: {
+        email: { type: 'string' },
+        password: { type: 'string' },
+        name: { type: 'string' },
+        verified: { type: 'boolean', default: false },
+        limit: { type: 'string' },
+        json: { type: 'boolean' },
+      },
+    });
+    if (action === 'create') {
+      if (!values.email || !values.password) throw new UsageError('users create needs --email and --password');
+      const password = passwordSchema(config).parse(values.password);
+      const user = await createUser(db, {
+        email: values.email,
+        name: values.name,
+        emailVerified: values.verified,
+        passwordHash: await latchkey.password.hash(password),
+      });
+      await latchkey.audit(undefined, { type: 'user.created', userId: user.id, data: { via: 'cli' } });
+      print(user, () => `created user ${user.id} <${user.email}>`);
+      return 0;
+    }
+    if (action === 'list') {
+      const users = await listUsers(db, { limit: Number(values.limit ?? 1000) });
+      print(users, () => users.map((u) => `${u.id}  ${u.email}${u.email_verified ? '' : ' (unverified)'}  ${u.name ?? ''}`).join('\n') || '(no users)');
+      return 0;
+    }
+    throw new UsageError(`unknown users command ${action ?? ''}`);
+  }
+
+  async function keysCommand(action: string | undefined): Promise<number> {
+    if (action === 'rotate') {
+      // Old keys verify until every token they could have signed has expired, plus a margin.
+      const retireAfter = Math.max(config.ttl.idToken, config.ttl.accessToken) + 300;
+      const result = await rotateSigningKeys(db, latchkey.atRestKey, retireAfter);
+      await latchkey.audit(undefined, { type: 'keys.rotated', data: { created: result.created.map((k) => k.kid), rotated: result.rotated } });
+      await latchkey.reloadKeys();
+      print(result, () => `new keys ${result.created.map((k) => `${k.alg}:${k.kid}`).join(', ')}; previous keys published until ${result.retireAfter.toISOString()}`);
+      return 0;
+    }
+    if (action === 'list') {
+      const keys = await listSigningKeys(db);
+      print(keys, () => keys.map((k) => `${k.alg} ${k.kid} ${k.rotated_at ? `retiring after ${k.retire_after?.toISOString()}` : 'current'}`).join('\n'));
+      return 0;
+    }
+    throw new UsageError(`unknown keys command ${action ?? ''}`);
+  }
+}
