@@ -21,6 +21,8 @@ export async function up(knex: Knex): Promise<void> {
     t.text('model').notNullable();
     t.text('id_hash').notNullable();
     t.jsonb('payload').notNullable();
+    // For models found by uid or user code: the id sealed with the at-rest key (see the adapter).
+    t.text('id_sealed');
     t.text('grant_id');
     t.text('uid');
     t.text('user_code');

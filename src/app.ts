@@ -69,7 +69,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
 
   async function buildProvider(): Promise<{ provider: Provider; handler: Middleware }> {
     const jwks = await loadSigningJwks(db, secrets.atRestKey);
-    const provider = createProvider({ config, db, views, clients, jwks, cookieKeys: secrets.cookieKeys, assurance });
+    const provider = createProvider({ config, db, views, clients, jwks, cookieKeys: secrets.cookieKeys, atRestKey: secrets.atRestKey, assurance });
     attachProviderEvents(provider, audit, metrics, log);
     return { provider, handler: mount(provider) as Middleware };
   }

@@ -11,6 +11,7 @@ import { dbOptions, pgliteDatabase, testDatabase, type TestDatabase } from './he
 
 const TABLE = 'oidc_payloads';
 
+const TEST_KEY = Buffer.alloc(32, 7); // at-rest key for sealed ids
 type AdapterClass = ReturnType<typeof createAdapterClass>;
 
 interface StoredRow {
@@ -105,7 +106,7 @@ function adapterSuite(open: () => Promise<TestDatabase>): void {
   before(async () => {
     t = await open();
     db = t.db;
-    Adapter = createAdapterClass(db, async (clientId) => {
+    Adapter = createAdapterClass(db, TEST_KEY, async (clientId) => {
       clientLookups.push(clientId);
       return clients[clientId];
     });
@@ -405,16 +406,19 @@ function adapterSuite(open: () => Promise<TestDatabase>): void {
     assert.equal(await countRows(db), 0);
   });
 
-  // Known adapter defects, kept visible as TODO tests (a failing TODO does not fail the run).
+  // Ids that must be recoverable (the library saves what these lookups return) or must not be at rest.
 
-  it('findByUserCode returns the DeviceCode jti so the library can save it back', { todo: 'adapter bug: jti is not recoverable from id_hash' }, async () => {
+  it('findByUserCode returns the DeviceCode jti so the library can save it back', async () => {
     const dc = newId();
     await new Adapter('DeviceCode').upsert(dc, token('DeviceCode', dc, undefined, { userCode: 'JTIX-JTIX' }), 600);
     const found = await new Adapter('DeviceCode').findByUserCode('JTIX-JTIX');
     assert.equal(found?.jti, dc);
+    const raw = await db.raw(`SELECT payload::text AS p, id_sealed FROM ${TABLE} WHERE model = 'DeviceCode'`);
+    assert.equal((raw.rows[0].p as string).includes(dc), false);
+    assert.equal((raw.rows[0].id_sealed as string).includes(dc), false, 'sealed, not in clear');
   });
 
-  it('an Interaction row does not hold the Session id (the session cookie) at rest', { todo: 'adapter bug: Interaction payload.session.cookie is stored verbatim' }, async () => {
+  it('an Interaction row does not hold the Session id (the session cookie) at rest', async () => {
     const sessionId = newId();
     const uid = newId();
     await new Adapter('Interaction').upsert(uid, {
@@ -445,8 +449,8 @@ describe('oidc adapter on PostgreSQL', { skip: !process.env.DATABASE_URL && 'DAT
     before(async () => {
       t = await testDatabase();
       db2 = createDb(dbOptions(t.config));
-      A1 = createAdapterClass(t.db, noClients);
-      A2 = createAdapterClass(db2, noClients);
+      A1 = createAdapterClass(t.db, TEST_KEY, noClients);
+      A2 = createAdapterClass(db2, TEST_KEY, noClients);
     });
 
     after(async () => {

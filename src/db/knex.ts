@@ -1,6 +1,8 @@
 // One knex factory: PostgreSQL when DATABASE_URL is set, otherwise embedded PGlite on disk.
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
 import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
 import pg from 'pg';
@@ -10,6 +12,19 @@ export type Db = Knex;
 
 // bigint (count(*), bigserial) as JS numbers: our counters never exceed 2^53.
 pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
+
+/** An initialised empty PGlite data directory, made at install time (scripts/embedded-template.ts). */
+export const EMBEDDED_TEMPLATE = fileURLToPath(
+  new URL("../../node_modules/.cache/latchkey/pglite-template.tar.gz", import.meta.url),
+);
+
+function embeddedInstance(dir: string): PGlite {
+  const fresh = !fs.existsSync(path.join(dir, 'PG_VERSION'));
+  if (fresh && fs.existsSync(EMBEDDED_TEMPLATE)) {
+    return new PGlite({ dataDir: dir, loadDataDir: new Blob([fs.readFileSync(EMBEDDED_TEMPLATE)]) });
+  }
+  return new PGlite({ dataDir: dir });
+}
 
 export function createDb(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'databasePoolMax'>): Db {
   if (config.databaseUrl) {
@@ -21,7 +36,11 @@ export function createDb(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'datab
   }
   const dir = path.join(config.dataDir, 'pglite');
   fs.mkdirSync(dir, { recursive: true });
-  return knexFactory({ client: ClientPgLite as unknown as typeof Knex.Client, dialect: 'postgres', connection: { filename: dir } });
+  return knexFactory({
+    client: ClientPgLite as unknown as typeof Knex.Client,
+    dialect: 'postgres',
+    connection: { pglite: embeddedInstance(dir) } as Knex.StaticConnectionConfig,
+  });
 }
 
 export function isEmbedded(config: Pick<Config, 'databaseUrl'>): boolean {

@@ -16,7 +16,8 @@ export const JOBS: Record<string, Job> = {
   'sweep-expired': {
     lockId: 72_517_101,
     async run(trx) {
-      return { expiredArtifacts: await sweepExpired(trx), retiredKeys: await deleteRetiredSigningKeys(trx) };
+      // Bounded per run (the batches share this transaction's locks); the next tick continues.
+      return { expiredArtifacts: await sweepExpired(trx, 1000, 20), retiredKeys: await deleteRetiredSigningKeys(trx) };
     },
   },
 };

@@ -1,11 +1,14 @@
 // oidc-provider storage on knex: one table, keyed by (model, sha256(id)).
 // Ids of tokens, codes, sessions and interactions are bearer secrets, so only their hash is
 // stored and `jti` is stripped from the payload at rest (find() puts it back from the caller's id).
+// Models also looked up by another key (Session by uid, DeviceCode by user code) keep their id
+// sealed (AES-256-GCM), because the library saves what those lookups return.
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import type { Db } from '../db/knex.ts';
-import { sha256Hex } from '../security/crypto.ts';
+import { decrypt, encrypt, sha256Hex } from '../security/crypto.ts';
 
 const TABLE = 'oidc_payloads';
+const SEALED_ID_MODELS = new Set(['Session', 'DeviceCode']);
 
 /** Deletes a grant and every artifact issued under it, whatever its model. */
 export async function revokeGrantEverywhere(db: Db, grantId: string): Promise<void> {
@@ -18,17 +21,34 @@ export async function revokeGrantEverywhere(db: Db, grantId: string): Promise<vo
 interface Row {
   payload: AdapterPayload;
   consumed_at: Date | null;
+  id_sealed?: string | null;
 }
 
-function revive(row: Row | undefined, id: string | undefined): AdapterPayload | undefined {
-  if (!row) return undefined;
-  const payload: AdapterPayload = { ...row.payload };
-  if (id !== undefined) payload.jti = id;
-  if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
-  return payload;
+const COLUMNS = ['payload', 'consumed_at', 'id_sealed'];
+
+/** What oidc-provider stores but never reads back, and must not sit in the database in clear. */
+function scrub(model: string, payload: AdapterPayload): Omit<AdapterPayload, 'jti' | 'consumed'> {
+  const { jti: _jti, consumed: _consumed, ...stored } = payload;
+  if (model === 'Interaction' && stored.session) {
+    // The session's id (its cookie value) is copied into every interaction; nothing reads it.
+    const { cookie: _cookie, ...session } = stored.session as Record<string, unknown>;
+    stored.session = session as AdapterPayload['session'];
+  }
+  return stored;
 }
 
-export function createAdapterClass(db: Db, findClient: (clientId: string) => Promise<AdapterPayload | undefined>) {
+export function createAdapterClass(db: Db, atRestKey: Buffer, findClient: (clientId: string) => Promise<AdapterPayload | undefined>) {
+  const aad = (model: string) => `oidc-id:${model}`;
+
+  function revive(model: string, row: Row | undefined, id: string | undefined): AdapterPayload | undefined {
+    if (!row) return undefined;
+    const payload: AdapterPayload = { ...row.payload };
+    const jti = id ?? (row.id_sealed ? decrypt(atRestKey, row.id_sealed, aad(model)) : undefined);
+    if (jti !== undefined) payload.jti = jti;
+    if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
+    return payload;
+  }
+
   return class KnexAdapter implements Adapter {
     readonly model: string;
 
@@ -45,36 +65,39 @@ export function createAdapterClass(db: Db, findClient: (clientId: string) => Pro
     }
 
     async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
-      const { jti: _jti, consumed: _consumed, ...stored } = payload;
       const row = {
         ...this.key(id),
-        payload: JSON.stringify(stored),
+        payload: JSON.stringify(scrub(this.model, payload)),
+        id_sealed: SEALED_ID_MODELS.has(this.model) ? encrypt(atRestKey, id, aad(this.model)) : null,
         grant_id: payload.grantId ?? null,
         uid: payload.uid ?? null,
         user_code: payload.userCode ?? null,
         account_id: payload.accountId ?? null,
         client_id: payload.clientId ?? null,
-        expires_at: typeof expiresIn === 'number' ? new Date(Date.now() + expiresIn * 1000) : null,
+        // The database's clock, the same one find() compares against.
+        expires_at: typeof expiresIn === 'number' ? db.raw('now() + make_interval(secs => ?)', [expiresIn]) : null,
       };
-      await db(TABLE).insert(row).onConflict(['model', 'id_hash']).merge(['payload', 'grant_id', 'uid', 'user_code', 'account_id', 'client_id', 'expires_at']);
+      await db(TABLE)
+        .insert(row)
+        .onConflict(['model', 'id_hash'])
+        .merge(['payload', 'id_sealed', 'grant_id', 'uid', 'user_code', 'account_id', 'client_id', 'expires_at']);
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
       // Clients are registered through the CLI into their own table, not stored as artifacts.
       if (this.model === 'Client') return findClient(id);
-      const row = await this.live().where(this.key(id)).first('payload', 'consumed_at');
-      return revive(row, id);
+      const row = await this.live().where(this.key(id)).first(COLUMNS);
+      return revive(this.model, row, id);
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {
-      // The id (and so jti) is unknowable from its hash: callers of findByUid only read the session.
-      const row = await this.live().where({ model: this.model, uid }).orderBy('created_at', 'desc').first('payload', 'consumed_at');
-      return revive(row, undefined);
+      const row = await this.live().where({ model: this.model, uid }).orderBy('created_at', 'desc').first(COLUMNS);
+      return revive(this.model, row, undefined);
     }
 
     async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-      const row = await this.live().where({ model: this.model, user_code: userCode }).first('payload', 'consumed_at');
-      return revive(row, undefined);
+      const row = await this.live().where({ model: this.model, user_code: userCode }).first(COLUMNS);
+      return revive(this.model, row, undefined);
     }
 
     async consume(id: string): Promise<void> {
@@ -100,7 +123,7 @@ export function createAdapterClass(db: Db, findClient: (clientId: string) => Pro
   };
 }
 
-/** Deletes expired rows in batches so a large backlog never holds long locks. Returns rows removed. */
+/** Deletes expired rows in batches of `batchSize`, at most `maxBatches` of them. Returns rows removed. */
 export async function sweepExpired(db: Db, batchSize = 1000, maxBatches = 100): Promise<number> {
   let total = 0;
   for (let i = 0; i < maxBatches; i++) {

@@ -19,6 +19,7 @@ export interface ProviderDeps {
   clients: ClientStore;
   jwks: { keys: object[] };
   cookieKeys: string[];
+  atRestKey: Buffer;
   assurance: AssurancePolicy;
 }
 
@@ -55,7 +56,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const cookieBase = { httpOnly: true, sameSite: 'lax' as const, secure: config.secureCookies, signed: true };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(db, (id) => clients.findForProvider(id)),
+    adapter: createAdapterClass(db, deps.atRestKey, (id) => clients.findForProvider(id)),
     findAccount,
     jwks: deps.jwks as Configuration['jwks'],
     cookies: {

@@ -27,12 +27,20 @@ export async function freePort(): Promise<number> {
 
 export interface TestServer {
   issuer: string;
+  /** Where this process listens; equals `issuer` unless it was started with `shareIssuer`. */
+  url: string;
   env: Record<string, string>;
   logs: string[];
   cli(args: string[]): Promise<unknown>;
   cliRaw(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
-  /** Starts another server process on the same database (for multi-instance tests). */
-  startAnother(): Promise<TestServer>;
+  /**
+   * Starts another server process on the same database (for multi-instance tests). With
+   * `shareIssuer` it listens on its own port but uses this server's ISSUER, as two replicas
+   * behind one load balancer would: reach it through its `url`.
+   */
+  startAnother(options?: { shareIssuer?: boolean }): Promise<TestServer>;
+  /** Stops the process (keeping the database) and starts it again with the same env and port. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -51,15 +59,29 @@ async function waitReady(url: string, child: ChildProcess, logs: string[]) {
   throw new Error(`server did not become ready:\n${logs.join('')}`);
 }
 
-async function launch(env: Record<string, string>, cleanup: () => Promise<void>): Promise<TestServer> {
-  const port = await freePort();
-  const issuer = `http://localhost:${port}`;
-  const fullEnv = { ...env, PORT: String(port), ISSUER: issuer };
-  const logs: string[] = [];
-  const child = spawn(process.execPath, [MAIN, 'serve'], { env: { ...process.env, ...fullEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+function spawnServer(env: Record<string, string>, logs: string[]): ChildProcess {
+  const child = spawn(process.execPath, [MAIN, 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.on('data', (d) => logs.push(String(d)));
   child.stderr!.on('data', (d) => logs.push(String(d)));
-  await waitReady(issuer, child, logs);
+  return child;
+}
+
+async function stopChild(child: ChildProcess) {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  }
+}
+
+async function launch(env: Record<string, string>, cleanup: () => Promise<void>, options: { issuer?: string } = {}): Promise<TestServer> {
+  const port = await freePort();
+  const url = `http://localhost:${port}`;
+  const issuer = options.issuer ?? url;
+  const fullEnv = { ...env, PORT: String(port), ISSUER: issuer };
+  const logs: string[] = [];
+  let child = spawnServer(fullEnv, logs);
+  await waitReady(url, child, logs);
 
   const cliRaw = async (args: string[]) => {
     try {
@@ -72,6 +94,7 @@ async function launch(env: Record<string, string>, cleanup: () => Promise<void>)
   };
   return {
     issuer,
+    url,
     env: fullEnv,
     logs,
     cliRaw,
@@ -80,13 +103,14 @@ async function launch(env: Record<string, string>, cleanup: () => Promise<void>)
       if (r.code !== 0) throw new Error(`latchkey ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
       return JSON.parse(r.stdout);
     },
-    startAnother: () => launch(env, async () => {}),
+    startAnother: (opts = {}) => launch(env, async () => {}, opts.shareIssuer ? { issuer } : {}),
+    async restart() {
+      await stopChild(child);
+      child = spawnServer(fullEnv, logs);
+      await waitReady(url, child, logs);
+    },
     async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
+      await stopChild(child);
       await cleanup();
     },
   };
