@@ -61,6 +61,16 @@ export async function up(knex: Knex): Promise<void> {
     t.primary(['user_id', 'client_id']);
   });
 
+  // What each browser session has proven and when (per factor), keyed by the provider's
+  // session uid; the assurance function turns this into acr/amr and expires elevations.
+  await knex.schema.createTable('session_proofs', (t) => {
+    t.text('session_uid').primary();
+    t.uuid('user_id').notNullable().references('users.id').onDelete('CASCADE');
+    t.jsonb('proofs').notNullable();
+    t.timestamp('updated_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+  });
+  await knex.raw('CREATE INDEX session_proofs_user ON session_proofs (user_id)');
+
   await knex.schema.createTable('signing_keys', (t) => {
     t.text('kid').primary();
     t.text('alg').notNullable();

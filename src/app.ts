@@ -12,6 +12,7 @@ import { migrateLatest } from './db/migrate.ts';
 import { registerConsentRoutes } from './flows/consent/routes.ts';
 import type { FlowDeps } from './flows/context.ts';
 import { registerLoginRoutes } from './flows/login/routes.ts';
+import { registerAccountRoutes } from './flows/account/routes.ts';
 import { registerSignupRoutes } from './flows/signup/routes.ts';
 import { parseBody } from './http/forms.ts';
 import { errorHandler, requestContext } from './http/request-context.ts';
@@ -70,7 +71,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   async function buildProvider(): Promise<{ provider: Provider; handler: Middleware }> {
     const jwks = await loadSigningJwks(db, secrets.atRestKey);
     const provider = createProvider({ config, db, views, clients, jwks, cookieKeys: secrets.cookieKeys, atRestKey: secrets.atRestKey, assurance });
-    attachProviderEvents(provider, audit, metrics, log);
+    attachProviderEvents(provider, db, audit, metrics, log);
     return { provider, handler: mount(provider) as Middleware };
   }
 
@@ -137,11 +138,17 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   registerLoginRoutes(pages, deps);
   registerSignupRoutes(pages, deps);
   registerConsentRoutes(pages, deps);
+  registerAccountRoutes(pages, deps);
   app.use(pages.routes());
   app.use(pages.allowedMethods());
 
   // The provider last. Indirect, so a key rotation can swap in a provider with the new JWKS.
-  app.use((ctx, next) => current.handler(ctx, next));
+  app.use(async (ctx, next) => {
+    await current.handler(ctx, next);
+    // Writes that provider events started (e.g. session proofs) land before the browser moves on.
+    const pending = ctx.state.afterProvider as Promise<unknown>[] | undefined;
+    if (pending) await Promise.all(pending);
+  });
 
   async function reloadKeys() {
     const version = await signingKeysVersion(db);

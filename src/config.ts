@@ -37,6 +37,11 @@ const envSchema = z.object({
   ACR_PWD: z.string().default('urn:latchkey:acr:pwd'),
   ACR_MFA: z.string().default('urn:latchkey:acr:mfa'),
   ACR_PHR: z.string().default('urn:latchkey:acr:phr'),
+  STEP_UP_TTL: int(900),
+  STEP_UP_TTL_MFA: z.coerce.number().int().nonnegative().optional(),
+  STEP_UP_TTL_PHR: z.coerce.number().int().nonnegative().optional(),
+  STEP_UP_ENROLL: z.enum(['inline', 'deny']).default('inline'),
+  RECENT_AUTH_TTL: int(300),
   LOGIN_RATE_LIMIT_PER_IP: int(30),
   LOGIN_RATE_LIMIT_PER_ACCOUNT: int(10),
 });
@@ -81,6 +86,11 @@ function buildConfig(env: z.infer<typeof envSchema>) {
     sweepIntervalSeconds: env.SWEEP_INTERVAL,
     keyCheckIntervalSeconds: env.KEY_CHECK_INTERVAL,
     acr: { pwd: env.ACR_PWD, mfa: env.ACR_MFA, phr: env.ACR_PHR },
+    stepUp: {
+      ttl: { mfa: env.STEP_UP_TTL_MFA ?? env.STEP_UP_TTL, phr: env.STEP_UP_TTL_PHR ?? env.STEP_UP_TTL },
+      enroll: env.STEP_UP_ENROLL,
+    },
+    recentAuthSeconds: env.RECENT_AUTH_TTL,
     rateLimits: { loginPerIp: env.LOGIN_RATE_LIMIT_PER_IP, loginPerAccount: env.LOGIN_RATE_LIMIT_PER_ACCOUNT },
   };
 }

@@ -4,13 +4,29 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Audit } from '../security/audit.ts';
+import type { Db } from '../db/knex.ts';
+import { saveSessionProofs } from '../sessions/proofs.ts';
+import type { Proof } from './assurance.ts';
+
+/** Work started by provider events that must finish before the response goes out (see app.ts). */
+export function deferUntilResponse(ctx: { state: Record<string, unknown> }, work: Promise<unknown>): void {
+  const pending = (ctx.state.afterProvider as Promise<unknown>[] | undefined) ?? [];
+  pending.push(work);
+  ctx.state.afterProvider = pending;
+}
 
 function accountOf(ctx: KoaContextWithOIDC): string | undefined {
   const e = ctx.oidc?.entities as Record<string, { accountId?: string } | undefined> | undefined;
   return ctx.oidc?.session?.accountId ?? e?.AuthorizationCode?.accountId ?? e?.RefreshToken?.accountId ?? e?.Grant?.accountId;
 }
 
-export function attachProviderEvents(provider: Provider, audit: Audit, metrics: Metrics, log: Logger): void {
+export function attachProviderEvents(provider: Provider, db: Db, audit: Audit, metrics: Metrics, log: Logger): void {
+  // The login result carries each factor's proof; the session uid is known only now.
+  provider.on('interaction.ended', (ctx: KoaContextWithOIDC) => {
+    const proofs = (ctx.oidc.result as { latchkey?: { proofs?: Proof[] } } | undefined)?.latchkey?.proofs;
+    const session = ctx.oidc.session;
+    if (proofs && session?.uid && session.accountId) deferUntilResponse(ctx, saveSessionProofs(db, session.uid, session.accountId, proofs));
+  });
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     const grantType = String(ctx.oidc.params?.grant_type ?? 'unknown');
     metrics.tokensIssued.inc({ grant_type: grantType });

@@ -1,22 +1,37 @@
 // Interaction policy: oidc-provider's defaults plus the checks the assurance model needs.
 import { interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
-import { levelForAcr, rank, requestedLevels, type AssurancePolicy } from './assurance.ts';
+import type { Db } from '../db/knex.ts';
+import { loadSessionProofs } from '../sessions/proofs.ts';
+import { assess, rank, requestedLevels, type AssurancePolicy, type Proof } from './assurance.ts';
 
 const { Check, base } = interactionPolicy;
 
-export function createInteractionPolicy(assurance: AssurancePolicy) {
+/** The proofs behind the current session: fresh from this request's login, else stored. */
+export async function sessionProofs(ctx: KoaContextWithOIDC, db: Db): Promise<Proof[]> {
+  const fresh = (ctx.oidc.result as { latchkey?: { proofs?: Proof[] } } | undefined)?.latchkey?.proofs;
+  if (fresh) return fresh;
+  const session = ctx.oidc.session;
+  if (!session?.uid || !session.accountId) return [];
+  const stored = await loadSessionProofs(db, session.uid);
+  return stored?.userId === session.accountId ? stored.proofs : [];
+}
+
+export function createInteractionPolicy(assurance: AssurancePolicy, db: Db) {
   const policy = base();
   const login = policy.get('login')!;
   // The default policy only enforces an essential claims.acr; RPs mostly send acr_values.
+  // The session's level is recomputed now, so an elevation older than its TTL no longer counts.
   login.checks.add(
-    new Check('acr_values', 'the requested authentication context is above the current one', (ctx: KoaContextWithOIDC) => {
+    new Check('acr_values', 'the requested authentication context is above the current one', async (ctx: KoaContextWithOIDC) => {
       const { oidc } = ctx;
       if (!oidc.session?.accountId || oidc.result?.login) return Check.NO_NEED_TO_PROMPT;
       const wanted = requestedLevels(assurance, oidc.params?.acr_values as string | undefined);
       if (wanted.length === 0) return Check.NO_NEED_TO_PROMPT;
-      const current = levelForAcr(assurance, oidc.session.acr);
-      // Met when the session is at or above the most preferred level asked for.
-      return rank(current) >= rank(wanted[0]) ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
+      const current = assess(await sessionProofs(ctx, db), assurance).level;
+      // Met when the session is at or above the least of the levels asked for; which one the
+      // user must reach (the first they can satisfy, in the RP's order) is the flow's decision.
+      const least = Math.min(...wanted.map(rank));
+      return rank(current) >= least ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
     }),
   );
   return policy;

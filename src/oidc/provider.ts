@@ -9,6 +9,7 @@ import type { AssurancePolicy } from './assurance.ts';
 import type { ClientStore } from './clients.ts';
 import { createInteractionPolicy } from './policy.ts';
 import { findRememberedGrant } from './grants.ts';
+import { ACCOUNT_CLIENT_ID } from '../flows/account/session.ts';
 
 export const SCOPES = ['openid', 'profile', 'email', 'offline_access'] as const;
 
@@ -36,7 +37,7 @@ const ERROR_HEADINGS: Record<string, string> = {
 };
 
 export function assurancePolicyFrom(config: Config): AssurancePolicy {
-  return { names: config.acr, elevationTtl: {} };
+  return { names: config.acr, elevationTtl: config.stepUp.ttl };
 }
 
 export function createProvider(deps: ProviderDeps): Provider {
@@ -78,7 +79,19 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     scopes: [...SCOPES],
     acrValues: [config.acr.pwd, config.acr.mfa, config.acr.phr],
-    responseTypes: ['code'],
+    // 'none' serves the account pages' own sign-in (a session, no tokens).
+    responseTypes: ['code', 'none'],
+    clients: [
+      {
+        client_id: ACCOUNT_CLIENT_ID,
+        client_name: 'Your account',
+        token_endpoint_auth_method: 'none',
+        response_types: ['none'],
+        grant_types: [],
+        redirect_uris: [`${config.issuer}/account/callback`],
+        first_party: true,
+      },
+    ],
     // Advertise only what the CLI can register.
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'none'],
     // Put the scope-granted claims into the ID token too: RPs read email/name from it.
@@ -142,7 +155,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
-      policy: createInteractionPolicy(assurance),
+      policy: createInteractionPolicy(assurance, db),
     },
     async loadExistingGrant(ctx) {
       const grantId =

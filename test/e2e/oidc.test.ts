@@ -63,7 +63,7 @@ describe('discovery', () => {
   test('advertises what is enabled and nothing disabled', async () => {
     const meta = rp.serverMetadata();
     assert.equal(meta.issuer, server.issuer);
-    assert.deepEqual(meta.response_types_supported, ['code']);
+    assert.deepEqual(meta.response_types_supported, ['code', 'none']);
     assert.deepEqual(meta.code_challenge_methods_supported, ['S256']);
     assert.deepEqual(meta.acr_values_supported, ['urn:latchkey:acr:pwd', 'urn:latchkey:acr:mfa', 'urn:latchkey:acr:phr']);
     for (const key of ['introspection_endpoint', 'revocation_endpoint', 'end_session_endpoint', 'pushed_authorization_request_endpoint', 'userinfo_endpoint']) {

@@ -14,7 +14,8 @@ const SCOPE_DESCRIPTIONS: Record<string, string> = {
   offline_access: 'Stay connected when you are not using it',
 };
 
-async function grantConsent(deps: FlowDeps, ctx: Context, details: InteractionDetails) {
+/** `remember`: the user consented on the page, so later sessions reuse this grant. */
+async function grantConsent(deps: FlowDeps, ctx: Context, details: InteractionDetails, remember: boolean) {
   const provider = deps.provider();
   const accountId = details.session!.accountId;
   const clientId = String(details.params.client_id);
@@ -32,15 +33,17 @@ async function grantConsent(deps: FlowDeps, ctx: Context, details: InteractionDe
     grant.addResourceScope(indicator, scopes.join(' '));
   }
   const grantId = await grant.save();
-  await rememberGrant(deps.db, accountId, clientId, grantId);
-  await deps.audit(ctx, { type: 'consent.granted', userId: accountId, clientId, data: { scopes: promptDetails.missingOIDCScope ?? [] } });
+  if (remember) {
+    await rememberGrant(deps.db, accountId, clientId, grantId);
+    await deps.audit(ctx, { type: 'consent.granted', userId: accountId, clientId, data: { scopes: promptDetails.missingOIDCScope ?? [] } });
+  }
   await finishInteraction(deps, ctx, { consent: { grantId } }, true);
 }
 
 export async function showConsent(deps: FlowDeps, ctx: Context, details: InteractionDetails) {
   const client = await deps.provider().Client.find(String(details.params.client_id));
   if (!client) throw Object.assign(new Error('This application is no longer registered.'), { status: 400, expose: true });
-  if ((client as unknown as { first_party?: boolean }).first_party) return grantConsent(deps, ctx, details);
+  if ((client as unknown as { first_party?: boolean }).first_party) return grantConsent(deps, ctx, details, false);
   const promptDetails = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[] };
   const scopes = (promptDetails.missingOIDCScope ?? []).map((name) => ({ name, description: SCOPE_DESCRIPTIONS[name] ?? name }));
   const user = await findUserById(deps.db, details.session!.accountId);
@@ -59,6 +62,6 @@ export function registerConsentRoutes(router: Router, deps: FlowDeps) {
   router.post('/interaction/:uid/consent', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
     if (details.prompt.name !== 'consent') throw Object.assign(new Error('This step is already complete.'), { status: 400, expose: true });
-    await grantConsent(deps, ctx, details);
+    await grantConsent(deps, ctx, details, true);
   });
 }

@@ -62,7 +62,7 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
     }
     deps.metrics.loginAttempts.inc({ method: 'password', result: 'success' });
     await deps.audit(ctx, { type: 'login.success', userId: result.user.id, clientId, data: { method: 'password' } });
-    await finishLogin(deps, ctx, result.user.id, [result]);
+    await finishLogin(deps, ctx, details, result.user.id, [result]);
   });
 
   router.post('/interaction/:uid/abort', async (ctx) => {

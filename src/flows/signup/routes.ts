@@ -59,6 +59,6 @@ export function registerSignupRoutes(router: Router, deps: FlowDeps) {
     const clientId = String(details.params.client_id);
     await deps.audit(ctx, { type: 'user.signup', userId: user.id, clientId });
     await deps.audit(ctx, { type: 'login.success', userId: user.id, clientId, data: { method: 'password', via: 'signup' } });
-    await finishLogin(deps, ctx, user.id, [passwordProof]);
+    await finishLogin(deps, ctx, details, user.id, [passwordProof]);
   });
 }

@@ -1,0 +1,113 @@
+// The signed-in user behind an /account request, and the recent-authentication gate.
+import type { Context } from 'koa';
+import { findUserById, type User } from '../../identity/users.ts';
+import { assess, type Assurance, type Proof } from '../../oidc/assurance.ts';
+import { loadSessionProofs, mergeProofs, saveSessionProofs } from '../../sessions/proofs.ts';
+import { randomToken } from '../../security/crypto.ts';
+import type { FlowDeps } from '../context.ts';
+import { timedProofs } from '../interaction.ts';
+import type { MethodSuccess } from '../../methods/types.ts';
+
+/** The first-party client the account pages sign in through (registered statically). */
+export const ACCOUNT_CLIENT_ID = 'latchkey-account';
+const STATE_COOKIE = 'lk.account_state';
+
+export interface AccountSession {
+  user: User;
+  sessionUid: string;
+  proofs: Proof[];
+  assurance: Assurance;
+}
+
+class Redirect extends Error {
+  location: string;
+  constructor(location: string) {
+    super('redirect');
+    this.location = location;
+  }
+}
+
+/** Turns a thrown Redirect into a 303; lets everything else through. */
+export async function handleRedirects(ctx: Context, next: () => Promise<unknown>) {
+  try {
+    await next();
+  } catch (err) {
+    if (!(err instanceof Redirect)) throw err;
+    ctx.status = 303;
+    ctx.redirect(err.location);
+  }
+}
+
+/** Only our own account pages are valid places to come back to. */
+export function safeReturnPath(value: unknown, fallback = '/account'): string {
+  return typeof value === 'string' && /^\/account(\/[A-Za-z0-9/_-]*)?(\?[A-Za-z0-9=&%_.-]*)?$/.test(value) ? value : fallback;
+}
+
+export async function currentAccount(deps: FlowDeps, ctx: Context): Promise<AccountSession | undefined> {
+  const session = await deps.provider().Session.get(ctx as never);
+  if (!session?.accountId || !session.uid) return undefined;
+  const user = await findUserById(deps.db, session.accountId);
+  if (!user || user.status !== 'active') return undefined;
+  const stored = await loadSessionProofs(deps.db, session.uid);
+  const proofs = stored?.userId === user.id ? stored.proofs : [];
+  return { user, sessionUid: session.uid, proofs, assurance: assess(proofs, deps.assurance) };
+}
+
+/** The signed-in user, or a redirect through the hosted sign-in that comes back to `returnTo`. */
+export async function requireAccount(deps: FlowDeps, ctx: Context, returnTo = ctx.originalUrl): Promise<AccountSession> {
+  const account = await currentAccount(deps, ctx);
+  if (account) return account;
+  const state = randomToken(16);
+  ctx.cookies.set(STATE_COOKIE, JSON.stringify({ state, returnTo: safeReturnPath(returnTo) }), {
+    signed: true,
+    httpOnly: true,
+    sameSite: 'lax',
+    secure: deps.config.secureCookies,
+    path: '/account',
+    maxAge: deps.config.ttl.interaction * 1000,
+  });
+  const auth = new URL('/auth', deps.config.issuer);
+  auth.search = new URLSearchParams({
+    client_id: ACCOUNT_CLIENT_ID,
+    response_type: 'none',
+    scope: 'openid',
+    redirect_uri: `${deps.config.issuer}/account/callback`,
+    state,
+  }).toString();
+  throw new Redirect(auth.toString());
+}
+
+/** Where the hosted sign-in returns to: checks state (no login CSRF) and goes back. */
+export function accountCallback(deps: FlowDeps, ctx: Context): string {
+  const raw = ctx.cookies.get(STATE_COOKIE, { signed: true });
+  ctx.cookies.set(STATE_COOKIE, null, { path: '/account' });
+  let saved: { state?: string; returnTo?: string } = {};
+  try {
+    saved = raw ? JSON.parse(raw) : {};
+  } catch {
+    /* tampered cookies fail the signature check before this */
+  }
+  if (!saved.state || saved.state !== ctx.query.state) throw Object.assign(new Error('This sign-in could not be matched to your browser. Open your account page again.'), { status: 400, expose: true });
+  if (ctx.query.error) throw Object.assign(new Error('Sign-in was cancelled.'), { status: 400, expose: true });
+  return safeReturnPath(saved.returnTo);
+}
+
+/** Seconds since the session last proved any factor. */
+export function secondsSinceAuth(account: AccountSession, now = Math.floor(Date.now() / 1000)): number {
+  const last = Math.max(0, ...account.proofs.map((p) => p.at));
+  return now - last;
+}
+
+/**
+ * Actions that could take the account over need an authentication within RECENT_AUTH_TTL:
+ * otherwise the user re-authenticates and comes back to `returnTo` (the action's page).
+ */
+export function requireRecentAuth(deps: FlowDeps, account: AccountSession, returnTo: string): void {
+  if (secondsSinceAuth(account) <= deps.config.recentAuthSeconds) return;
+  throw new Redirect(`/account/reauth?return_to=${encodeURIComponent(safeReturnPath(returnTo))}`);
+}
+
+/** Records a factor proven on an account page (re-authentication) against the session. */
+export async function recordAccountProof(deps: FlowDeps, account: AccountSession, success: MethodSuccess): Promise<void> {
+  await saveSessionProofs(deps.db, account.sessionUid, account.user.id, mergeProofs(account.proofs, timedProofs([success])));
+}
