@@ -13,12 +13,18 @@ import { registerConsentRoutes } from './flows/consent/routes.ts';
 import type { FlowDeps } from './flows/context.ts';
 import { registerLoginRoutes } from './flows/login/routes.ts';
 import { registerAccountRoutes } from './flows/account/routes.ts';
+import { registerSecurityRoutes, securitySection } from './flows/account/security.ts';
+import { registerStepUpRoutes } from './flows/step-up/routes.ts';
 import { registerSignupRoutes } from './flows/signup/routes.ts';
 import { parseBody } from './http/forms.ts';
 import { errorHandler, requestContext } from './http/request-context.ts';
 import { createViews } from './http/views.ts';
 import { scheduleJobs } from './jobs/index.ts';
 import { createPasswordMethod, type PasswordMethod } from './methods/password/index.ts';
+import { createTotpMethod } from './methods/totp/index.ts';
+import { createRecoveryCodeMethod } from './methods/recovery-code/index.ts';
+import { createPasskeyMethod } from './methods/passkey/index.ts';
+import { createFactorRegistry } from './methods/registry.ts';
 import { createClientStore, type ClientStore } from './oidc/clients.ts';
 import { attachProviderEvents } from './oidc/events.ts';
 import { ensureSigningKeys, loadSigningJwks, signingKeysVersion } from './oidc/keys.ts';
@@ -33,6 +39,8 @@ import { securityHeaders } from './security/headers.ts';
 import { loadSecrets } from './security/secrets.ts';
 
 const PUBLIC_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../public');
+// The package's exports hide its browser bundle; locate it from the package entry.
+const WEBAUTHN_BROWSER_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.resolve('@simplewebauthn/browser'))), '../dist/bundle');
 
 export interface Latchkey {
   app: Koa;
@@ -67,10 +75,14 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   const audit = createAudit(db, log);
   const clients = createClientStore(db, secrets.atRestKey);
   const assurance = assurancePolicyFrom(config);
+  const totp = createTotpMethod(db, secrets.atRestKey, config.productName);
+  const recoveryCodes = createRecoveryCodeMethod(db);
+  const passkeys = createPasskeyMethod(db, config.webauthn);
+  const factors = createFactorRegistry({ totp, recoveryCodes, passkeys });
 
   async function buildProvider(): Promise<{ provider: Provider; handler: Middleware }> {
     const jwks = await loadSigningJwks(db, secrets.atRestKey);
-    const provider = createProvider({ config, db, views, clients, jwks, cookieKeys: secrets.cookieKeys, atRestKey: secrets.atRestKey, assurance });
+    const provider = createProvider({ config, db, views, clients, jwks, cookieKeys: secrets.cookieKeys, atRestKey: secrets.atRestKey, assurance, factors });
     attachProviderEvents(provider, db, audit, metrics, log);
     return { provider, handler: mount(provider) as Middleware };
   }
@@ -86,6 +98,10 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     metrics,
     assurance,
     password: createPasswordMethod(db, config),
+    totp,
+    recoveryCodes,
+    passkeys,
+    factors,
     provider: () => current.provider,
   };
 
@@ -130,6 +146,8 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   }
   app.use(ops.routes());
   app.use(mount('/static', serveStatic(PUBLIC_DIR, { maxage: 3600_000, gzip: false, brotli: false })));
+  // The WebAuthn browser helper, served from our origin (CSP: script-src 'self').
+  app.use(mount('/static/vendor', serveStatic(WEBAUTHN_BROWSER_DIR, { maxage: 3600_000, gzip: false, brotli: false })));
 
   // Our pages: body parsed with a size limit, then CSRF verified before any handler runs.
   const pages = new Router();
@@ -138,7 +156,9 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   registerLoginRoutes(pages, deps);
   registerSignupRoutes(pages, deps);
   registerConsentRoutes(pages, deps);
-  registerAccountRoutes(pages, deps);
+  registerStepUpRoutes(pages, deps);
+  registerAccountRoutes(pages, deps, [securitySection]);
+  registerSecurityRoutes(pages, deps);
   app.use(pages.routes());
   app.use(pages.allowedMethods());
 

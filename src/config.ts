@@ -33,7 +33,7 @@ const envSchema = z.object({
   GRANT_TTL: int(365 * 24 * 3600),
   INTERACTION_TTL: int(3600),
   SWEEP_INTERVAL: int(300),
-  KEY_CHECK_INTERVAL: int(30),
+  KEY_CHECK_INTERVAL: z.coerce.number().int().min(1).default(30),
   ACR_PWD: z.string().default('urn:latchkey:acr:pwd'),
   ACR_MFA: z.string().default('urn:latchkey:acr:mfa'),
   ACR_PHR: z.string().default('urn:latchkey:acr:phr'),
@@ -42,8 +42,28 @@ const envSchema = z.object({
   STEP_UP_TTL_PHR: z.coerce.number().int().nonnegative().optional(),
   STEP_UP_ENROLL: z.enum(['inline', 'deny']).default('inline'),
   RECENT_AUTH_TTL: int(300),
+  WEBAUTHN_RP_ID: z.string().optional(),
+  WEBAUTHN_ORIGIN: z.url().optional(),
+  WEBAUTHN_RP_NAME: z.string().optional(),
   LOGIN_RATE_LIMIT_PER_IP: int(30),
   LOGIN_RATE_LIMIT_PER_ACCOUNT: int(10),
+  // Mail: transport, outbox retries, emailed-link lifetimes, verification policy, mail rate limits.
+  SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
+  MAIL_FROM: z.string().optional(),
+  MAIL_POLL_INTERVAL: z.coerce.number().int().min(1).default(10),
+  MAIL_RETRY_BASE: z.coerce.number().int().min(1).default(30),
+  MAIL_RETRY_MAX_DELAY: z.coerce.number().int().min(1).default(3600),
+  MAIL_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(10),
+  VERIFY_EMAIL_TTL: z.coerce.number().int().min(1).default(24 * 3600),
+  RESET_PASSWORD_TTL: z.coerce.number().int().min(1).default(30 * 60),
+  MAGIC_LINK_TTL: z.coerce.number().int().min(1).default(15 * 60),
+  EMAIL_CHANGE_TTL: z.coerce.number().int().min(1).default(24 * 3600),
+  EMAIL_CHANGE_REPORT_TTL: z.coerce.number().int().min(1).default(7 * 24 * 3600),
+  UNVERIFIED_TTL: z.coerce.number().int().min(1).default(7 * 24 * 3600),
+  MAGIC_LINK_SIGNUP: bool.default(false),
+  MAIL_RATE_LIMIT_PER_IP: z.coerce.number().int().min(1).default(20),
+  MAIL_RATE_LIMIT_PER_ADDRESS: z.coerce.number().int().min(1).default(5),
+  MAIL_RATE_LIMIT_WINDOW: z.coerce.number().int().min(1).default(3600),
 });
 
 export type Config = ReturnType<typeof buildConfig>;
@@ -91,7 +111,31 @@ function buildConfig(env: z.infer<typeof envSchema>) {
       enroll: env.STEP_UP_ENROLL,
     },
     recentAuthSeconds: env.RECENT_AUTH_TTL,
+    // Passkeys are bound to a domain (never an IP) and an origin; both default to the issuer's.
+    webauthn: {
+      rpId: env.WEBAUTHN_RP_ID ?? new URL(issuer).hostname,
+      origin: env.WEBAUTHN_ORIGIN ?? new URL(issuer).origin,
+      rpName: env.WEBAUTHN_RP_NAME ?? env.PRODUCT_NAME,
+    },
     rateLimits: { loginPerIp: env.LOGIN_RATE_LIMIT_PER_IP, loginPerAccount: env.LOGIN_RATE_LIMIT_PER_ACCOUNT },
+    mail: {
+      smtpUrl: env.SMTP_URL,
+      /** A full From header (`Name <addr>`) or, by default, the product name at no-reply@<issuer host>. */
+      from: env.MAIL_FROM ?? { name: env.PRODUCT_NAME, address: `no-reply@${new URL(issuer).hostname}` },
+      pollIntervalSeconds: env.MAIL_POLL_INTERVAL,
+      retry: { baseSeconds: env.MAIL_RETRY_BASE, maxDelaySeconds: env.MAIL_RETRY_MAX_DELAY, maxAttempts: env.MAIL_MAX_ATTEMPTS },
+      rateLimit: { perIp: env.MAIL_RATE_LIMIT_PER_IP, perAddress: env.MAIL_RATE_LIMIT_PER_ADDRESS, windowSeconds: env.MAIL_RATE_LIMIT_WINDOW },
+    },
+    /** Lifetime in seconds of each kind of emailed link. */
+    linkTtl: {
+      verifyEmail: env.VERIFY_EMAIL_TTL,
+      resetPassword: env.RESET_PASSWORD_TTL,
+      magicLink: env.MAGIC_LINK_TTL,
+      emailChange: env.EMAIL_CHANGE_TTL,
+      emailChangeReport: env.EMAIL_CHANGE_REPORT_TTL,
+    },
+    unverifiedTtlSeconds: env.UNVERIFIED_TTL,
+    magicLinkSignup: env.MAGIC_LINK_SIGNUP,
   };
 }
 

@@ -2,6 +2,8 @@
 // set that runs is exactly the set that was reviewed and type-checked.
 import type { Knex } from 'knex';
 import * as m0001 from '../../migrations/0001_core.ts';
+import * as m0002 from '../../migrations/0002_email.ts';
+import * as m0003 from '../../migrations/0003_factors.ts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -10,6 +12,8 @@ interface Migration {
 
 const migrations: Record<string, Migration> = {
   '0001_core': m0001,
+  '0002_email': m0002,
+  '0003_factors': m0003,
 };
 
 const source: Knex.MigrationSource<string> = {

@@ -3,7 +3,7 @@ import Provider, { errors, type InteractionResults } from 'oidc-provider';
 import type { Context } from 'koa';
 import type { FlowDeps } from './context.ts';
 import { assess, type Proof } from '../oidc/assurance.ts';
-import { loadSessionProofs, mergeProofs } from '../sessions/proofs.ts';
+import { loadSessionProofs } from '../sessions/proofs.ts';
 import type { MethodSuccess } from '../methods/types.ts';
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -28,10 +28,18 @@ export async function loadInteraction(deps: FlowDeps, ctx: Context): Promise<Int
   }
 }
 
+/** Stores the result on the interaction and returns where the browser goes next. */
+export async function interactionResultUrl(deps: FlowDeps, ctx: Context, result: InteractionResults, merge = true): Promise<string> {
+  return deps.provider().interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
+}
+
 export async function finishInteraction(deps: FlowDeps, ctx: Context, result: InteractionResults, merge = true): Promise<void> {
-  const redirectTo = await deps.provider().interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
+  redirectSeeOther(ctx, await interactionResultUrl(deps, ctx, result, merge));
+}
+
+export function redirectSeeOther(ctx: Context, location: string): void {
   ctx.status = 303;
-  ctx.redirect(redirectTo);
+  ctx.redirect(location);
 }
 
 export function timedProofs(successes: MethodSuccess[], at = Math.floor(Date.now() / 1000)): Proof[] {
@@ -46,16 +54,14 @@ export async function existingProofs(deps: FlowDeps, details: InteractionDetails
 }
 
 /**
- * Completes the login prompt with what the user just proved, added to what this session had
- * already proved (step-up proves only what is missing). The per-factor proofs travel in the
- * interaction result and are stored against the session uid when the provider resumes.
+ * The login result for `proofs` (this authentication's factors, plus the session's earlier ones
+ * on a step-up). The per-factor proofs travel in the interaction result and are stored against
+ * the session uid when the provider resumes. Returns where the browser goes next.
  */
-export async function finishLogin(deps: FlowDeps, ctx: Context, details: InteractionDetails, accountId: string, successes: MethodSuccess[]): Promise<void> {
-  const now = Math.floor(Date.now() / 1000);
-  const proofs = mergeProofs(await existingProofs(deps, details, accountId), timedProofs(successes, now));
-  const { acr, amr, authTime } = assess(proofs, deps.assurance, now);
+export async function loginResultUrl(deps: FlowDeps, ctx: Context, accountId: string, proofs: Proof[]): Promise<string> {
+  const { acr, amr, authTime } = assess(proofs, deps.assurance);
   const result: InteractionResults = { login: { accountId, acr, amr, ts: authTime, remember: true }, latchkey: { proofs } };
-  await finishInteraction(deps, ctx, result, false);
+  return interactionResultUrl(deps, ctx, result, false);
 }
 
 export function clientName(details: InteractionDetails, client?: { clientName?: string; clientId: string }): string | undefined {

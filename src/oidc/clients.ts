@@ -105,7 +105,8 @@ export function createClientStore(db: Db, atRestKey: Buffer) {
 
     async delete(clientId: string): Promise<boolean> {
       return db.transaction(async (trx) => {
-        const removed = await trx('oidc_clients').where({ client_id: clientId }).delete();
+        // returning(): PGlite's driver reports no row count for DELETE.
+        const removed = (await trx('oidc_clients').where({ client_id: clientId }).delete(['client_id'])).length;
         if (removed) {
           // Tokens and grants issued to the client die with it.
           await trx('oidc_payloads').where({ client_id: clientId }).delete();

@@ -81,5 +81,5 @@ export async function listSigningKeys(db: Db) {
 }
 
 export async function deleteRetiredSigningKeys(db: Db): Promise<number> {
-  return db('signing_keys').where('retire_after', '<=', db.fn.now()).delete();
+  return (await db('signing_keys').where('retire_after', '<=', db.fn.now()).delete(['kid'])).length;
 }

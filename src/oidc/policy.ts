@@ -1,8 +1,10 @@
 // Interaction policy: oidc-provider's defaults plus the checks the assurance model needs.
 import { interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Db } from '../db/knex.ts';
+import type { FactorRegistry } from '../methods/registry.ts';
 import { loadSessionProofs } from '../sessions/proofs.ts';
-import { assess, rank, requestedLevels, type AssurancePolicy, type Proof } from './assurance.ts';
+import { targetLevel, wantedLevels } from '../flows/step-up/plan.ts';
+import { assess, rank, type AssurancePolicy, type Proof } from './assurance.ts';
 
 const { Check, base } = interactionPolicy;
 
@@ -16,7 +18,7 @@ export async function sessionProofs(ctx: KoaContextWithOIDC, db: Db): Promise<Pr
   return stored?.userId === session.accountId ? stored.proofs : [];
 }
 
-export function createInteractionPolicy(assurance: AssurancePolicy, db: Db) {
+export function createInteractionPolicy(assurance: AssurancePolicy, db: Db, factors: FactorRegistry) {
   const policy = base();
   const login = policy.get('login')!;
   // The default policy only enforces an essential claims.acr; RPs mostly send acr_values.
@@ -25,13 +27,13 @@ export function createInteractionPolicy(assurance: AssurancePolicy, db: Db) {
     new Check('acr_values', 'the requested authentication context is above the current one', async (ctx: KoaContextWithOIDC) => {
       const { oidc } = ctx;
       if (!oidc.session?.accountId || oidc.result?.login) return Check.NO_NEED_TO_PROMPT;
-      const wanted = requestedLevels(assurance, oidc.params?.acr_values as string | undefined);
+      const wanted = wantedLevels(assurance, oidc.params ?? {}, oidc.claims as never);
       if (wanted.length === 0) return Check.NO_NEED_TO_PROMPT;
+      const enrolled = await factors.enrolled(oidc.session.accountId);
+      const target = targetLevel(wanted, factors.capabilities(enrolled));
+      if (target === 'unmet' || target === undefined) return Check.REQUEST_PROMPT;
       const current = assess(await sessionProofs(ctx, db), assurance).level;
-      // Met when the session is at or above the least of the levels asked for; which one the
-      // user must reach (the first they can satisfy, in the RP's order) is the flow's decision.
-      const least = Math.min(...wanted.map(rank));
-      return rank(current) >= least ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
+      return rank(current) >= rank(target) ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
     }),
   );
   return policy;

@@ -8,6 +8,7 @@ import { createAdapterClass } from './adapter.ts';
 import type { AssurancePolicy } from './assurance.ts';
 import type { ClientStore } from './clients.ts';
 import { createInteractionPolicy } from './policy.ts';
+import type { FactorRegistry } from '../methods/registry.ts';
 import { findRememberedGrant } from './grants.ts';
 import { ACCOUNT_CLIENT_ID } from '../flows/account/session.ts';
 
@@ -21,6 +22,7 @@ export interface ProviderDeps {
   jwks: { keys: object[] };
   cookieKeys: string[];
   atRestKey: Buffer;
+  factors: FactorRegistry;
   assurance: AssurancePolicy;
 }
 
@@ -141,6 +143,15 @@ export function createProvider(deps: ProviderDeps): Provider {
     issueRefreshToken: async (_ctx, client, code) =>
       client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
     rotateRefreshToken: true,
+    // Resource servers decide on assurance too (RFC 9470): access tokens carry acr and auth_time,
+    // visible in introspection and in JWT access tokens.
+    async extraTokenClaims(ctx, token) {
+      if (token.kind !== 'AccessToken') return undefined;
+      const entities = ctx.oidc.entities as Record<string, { acr?: string; amr?: string[]; authTime?: number } | undefined>;
+      const source = entities.AuthorizationCode ?? entities.RefreshToken;
+      if (!source?.acr && !source?.authTime) return undefined;
+      return { acr: source.acr, amr: source.amr, auth_time: source.authTime };
+    },
     ttl: {
       AccessToken: config.ttl.accessToken,
       AuthorizationCode: 60,
@@ -155,7 +166,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
-      policy: createInteractionPolicy(assurance, db),
+      policy: createInteractionPolicy(assurance, db, deps.factors),
     },
     async loadExistingGrant(ctx) {
       const grantId =

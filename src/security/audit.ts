@@ -18,7 +18,14 @@ export type AuditType =
   | 'grant.revoked'
   | 'client.created'
   | 'client.deleted'
-  | 'keys.rotated';
+  | 'keys.rotated'
+  | 'login.unmet_requirements'
+  | 'recovery_code.used'
+  | 'recovery_codes.regenerated'
+  | 'passkey.counter_rollback'
+  | 'passkey.renamed'
+  | 'factor.enrolled'
+  | 'factor.removed';
 
 export interface AuditEvent {
   type: AuditType;

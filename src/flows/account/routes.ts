@@ -2,7 +2,11 @@
 import type Router from '@koa/router';
 import { z } from 'zod';
 import type { FlowDeps } from '../context.ts';
-import { accountCallback, handleRedirects, recordAccountProof, requireAccount, safeReturnPath } from './session.ts';
+import type { Context } from 'koa';
+import type { AuthenticationResponseJSON } from '@simplewebauthn/server';
+import { PasskeyError } from '../../methods/passkey/index.ts';
+import type { MethodSuccess } from '../../methods/types.ts';
+import { accountCallback, handleRedirects, recordAccountProof, requireAccount, safeReturnPath, type AccountSession } from './session.ts';
 
 /** Sections other flows add to the account page (email, security…), rendered in order. */
 export interface AccountSection {
@@ -30,24 +34,67 @@ export function registerAccountRoutes(router: Router, deps: FlowDeps, sections: 
     ctx.redirect(accountCallback(deps, ctx));
   });
 
+  // Re-authentication offers every method the user has: password, authenticator app, passkey.
+  async function renderReauth(ctx: Context, account: AccountSession, returnTo: string, error?: string) {
+    const enrolled = await deps.factors.enrolled(account.user.id);
+    deps.views.render(
+      ctx,
+      'reauth',
+      { title: 'Confirm it’s you', email: account.user.email, returnTo, error, password: Boolean(account.user.password_hash), totp: enrolled.totp, passkey: enrolled.passkeys > 0 },
+      error ? 401 : 200,
+    );
+  }
+
+  async function reauthenticated(ctx: Context, account: AccountSession, success: MethodSuccess) {
+    await recordAccountProof(deps, account, success);
+    await deps.audit(ctx, { type: 'login.success', userId: account.user.id, data: { method: success.method, via: 'reauth' } });
+  }
+
+  const reauthForm = z.object({ password: z.string().min(1).max(1024).optional(), code: z.string().trim().min(1).max(64).optional(), return_to: z.string().optional() });
+
   router.get('/account/reauth', async (ctx) => {
     const account = await requireAccount(deps, ctx);
-    deps.views.render(ctx, 'reauth', { title: 'Confirm it’s you', email: account.user.email, returnTo: safeReturnPath(ctx.query.return_to) });
+    await renderReauth(ctx, account, safeReturnPath(ctx.query.return_to));
   });
 
-  const reauthForm = z.object({ password: z.string().min(1).max(1024), return_to: z.string().optional() });
   router.post('/account/reauth', async (ctx) => {
     const account = await requireAccount(deps, ctx, '/account');
     const parsed = reauthForm.safeParse((ctx.request as { body?: unknown }).body);
-    const returnTo = safeReturnPath(parsed.success ? parsed.data.return_to : undefined);
-    const result = parsed.success ? await deps.password.verify(account.user.email, parsed.data.password) : null;
-    if (!result || result.user.id !== account.user.id) {
-      await deps.audit(ctx, { type: 'login.failure', userId: account.user.id, data: { method: 'password', via: 'reauth' } });
-      return deps.views.render(ctx, 'reauth', { title: 'Confirm it’s you', email: account.user.email, returnTo, error: 'That password is not correct.' }, 401);
+    const form = parsed.success ? parsed.data : {};
+    const returnTo = safeReturnPath(form.return_to);
+    let success: MethodSuccess | null = null;
+    if (form.password) {
+      const result = await deps.password.verify(account.user.email, form.password);
+      success = result?.user.id === account.user.id ? result : null;
+    } else if (form.code) {
+      success = await deps.totp.verify(account.user.id, form.code);
     }
-    await recordAccountProof(deps, account, result);
-    await deps.audit(ctx, { type: 'login.success', userId: account.user.id, data: { method: 'password', via: 'reauth' } });
+    if (!success) {
+      await deps.audit(ctx, { type: 'login.failure', userId: account.user.id, data: { method: form.code ? 'totp' : 'password', via: 'reauth' } });
+      return renderReauth(ctx, account, returnTo, form.code ? 'That code is not valid or was already used.' : 'That password is not correct.');
+    }
+    await reauthenticated(ctx, account, success);
     ctx.status = 303;
     ctx.redirect(returnTo);
+  });
+
+  router.post('/account/reauth/passkey/options', async (ctx) => {
+    const account = await requireAccount(deps, ctx, '/account');
+    ctx.body = await deps.passkeys.authenticationOptions(`reauth:${account.sessionUid}`, account.user.id);
+  });
+
+  router.post('/account/reauth/passkey/verify', async (ctx) => {
+    const account = await requireAccount(deps, ctx, '/account');
+    const body = (ctx.request as { body?: AuthenticationResponseJSON & { return_to?: string } }).body;
+    try {
+      const result = await deps.passkeys.authenticate(`reauth:${account.sessionUid}`, body as AuthenticationResponseJSON, account.user.id);
+      await reauthenticated(ctx, account, result.proof);
+      ctx.body = { redirect: safeReturnPath(ctx.query.return_to) };
+    } catch (err) {
+      if (!(err instanceof PasskeyError)) throw err;
+      await deps.audit(ctx, { type: 'login.failure', userId: account.user.id, data: { method: 'passkey', via: 'reauth', ...(err.audit ? { signal: err.audit } : {}) } });
+      ctx.status = 401;
+      ctx.body = { error: 'invalid_passkey', error_description: err.message };
+    }
   });
 }

@@ -1,10 +1,12 @@
-// Sign-in: the entry page of every interaction, and the password form.
+// Sign-in: the entry page of every interaction, and the password form. What follows the first
+// factor (second factor, step-up, enrolment) is the step-up flow's.
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { FlowDeps } from '../context.ts';
-import { finishInteraction, finishLogin, loadInteraction, type InteractionDetails } from '../interaction.ts';
+import { existingProofs, finishInteraction, loadInteraction, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
 import { showConsent } from '../consent/routes.ts';
+import { continueSignIn } from '../step-up/routes.ts';
 import { sha256Hex } from '../../security/crypto.ts';
 
 const loginForm = z.object({
@@ -13,6 +15,8 @@ const loginForm = z.object({
 });
 
 const INVALID = 'Incorrect email or password.';
+// Reasons that only ask for more assurance: the signed-in user proves what is missing.
+const STEP_UP_REASONS = new Set(['acr_values', 'essential_acr', 'essential_acrs']);
 
 async function clientLabel(deps: FlowDeps, details: InteractionDetails): Promise<string | undefined> {
   const client = await deps.provider().Client.find(String(details.params.client_id));
@@ -34,13 +38,22 @@ export async function renderLogin(deps: FlowDeps, ctx: Context, details: Interac
   );
 }
 
+/** Hashed, so failed attempts on one address can be correlated without storing it. */
+function emailRef(email: string): string {
+  return sha256Hex(email.trim().toLowerCase()).slice(0, 12);
+}
+
 export function registerLoginRoutes(router: Router, deps: FlowDeps) {
   router.get('/interaction/:uid', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
     ctx.set('Cache-Control', 'no-store');
-    if (details.prompt.name === 'login') return renderLogin(deps, ctx, details);
     if (details.prompt.name === 'consent') return showConsent(deps, ctx, details);
-    throw Object.assign(new Error(`unsupported prompt ${details.prompt.name}`), { status: 500 });
+    if (details.prompt.name !== 'login') throw Object.assign(new Error(`unsupported prompt ${details.prompt.name}`), { status: 500 });
+    const accountId = details.session?.accountId;
+    if (accountId && details.prompt.reasons.length > 0 && details.prompt.reasons.every((r) => STEP_UP_REASONS.has(r))) {
+      return redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, accountId, await existingProofs(deps, details, accountId)));
+    }
+    return renderLogin(deps, ctx, details);
   });
 
   router.post('/interaction/:uid/login', async (ctx) => {
@@ -57,12 +70,12 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
     const clientId = String(details.params.client_id);
     if (!result) {
       deps.metrics.loginAttempts.inc({ method: 'password', result: 'failure' });
-      await deps.audit(ctx, { type: 'login.failure', clientId, data: { method: 'password', emailHash: hashPrefix(parsed.data.email) } });
+      await deps.audit(ctx, { type: 'login.failure', clientId, data: { method: 'password', emailRef: emailRef(parsed.data.email) } });
       return renderLogin(deps, ctx, details, { email: parsed.data.email, error: INVALID }, 401);
     }
     deps.metrics.loginAttempts.inc({ method: 'password', result: 'success' });
     await deps.audit(ctx, { type: 'login.success', userId: result.user.id, clientId, data: { method: 'password' } });
-    await finishLogin(deps, ctx, details, result.user.id, [result]);
+    redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, result.user.id, timedProofs([result])));
   });
 
   router.post('/interaction/:uid/abort', async (ctx) => {
@@ -70,9 +83,4 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
     await deps.audit(ctx, { type: 'consent.denied', userId: details.session?.accountId, clientId: String(details.params.client_id) });
     await finishInteraction(deps, ctx, { error: 'access_denied', error_description: 'End-User aborted interaction' }, false);
   });
-}
-
-/** Lets an operator correlate failed attempts on one address without storing the address. */
-function hashPrefix(email: string): string {
-  return sha256Hex(email.trim().toLowerCase()).slice(0, 12);
 }

@@ -5,7 +5,8 @@ import { createUser, EmailTakenError } from '../../identity/users.ts';
 import { passwordProof, passwordSchema } from '../../methods/password/index.ts';
 import { validateBody } from '../../http/forms.ts';
 import type { FlowDeps } from '../context.ts';
-import { finishLogin, loadInteraction } from '../interaction.ts';
+import { loadInteraction, redirectSeeOther, timedProofs } from '../interaction.ts';
+import { continueSignIn } from '../step-up/routes.ts';
 
 export function registerSignupRoutes(router: Router, deps: FlowDeps) {
   const signupForm = z.object({
@@ -28,6 +29,7 @@ export function registerSignupRoutes(router: Router, deps: FlowDeps) {
 
   router.post('/interaction/:uid/signup', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
+    if (details.prompt.name !== 'login') throw Object.assign(new Error('This step is already complete.'), { status: 400, expose: true });
     const result = validateBody(ctx, signupForm);
     if (!result.ok) {
       const { name, email } = result.raw;
@@ -59,6 +61,7 @@ export function registerSignupRoutes(router: Router, deps: FlowDeps) {
     const clientId = String(details.params.client_id);
     await deps.audit(ctx, { type: 'user.signup', userId: user.id, clientId });
     await deps.audit(ctx, { type: 'login.success', userId: user.id, clientId, data: { method: 'password', via: 'signup' } });
-    await finishLogin(deps, ctx, details, user.id, [passwordProof]);
+    // A new account has one factor: if the app asked for more, enrolment follows inline.
+    redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, user.id, timedProofs([passwordProof])));
   });
 }
