@@ -52,14 +52,15 @@ export function requestedLevels(policy: AssurancePolicy, acrValues: string | und
 }
 
 export function assess(proofs: Proof[], policy: AssurancePolicy, now = Math.floor(Date.now() / 1000)): Assurance {
-  // One factor stays one factor for the session's life. A level above it counts only while the
-  // proofs that reach it are all younger than that level's TTL: an old TOTP proof plus a fresh
-  // password is one recent factor, not two.
-  let level: Level | undefined = proofs.length ? 'pwd' : undefined;
-  for (const candidate of ['mfa', 'phr'] as const) {
-    const ttl = policy.elevationTtl[candidate];
-    const recent = ttl === undefined ? proofs : proofs.filter((p) => now - p.at <= ttl);
-    if (rank(levelOf(recent)) >= rank(candidate)) level = candidate;
+  // One factor stays one factor for the session's life. A level above it was reached when its
+  // last factor was proven (a step-up adds a factor to the session's earlier ones), and counts
+  // only for that level's TTL; after that the session is back to one factor for new requests.
+  let level = levelOf(proofs);
+  const reachedAt = proofs.length ? Math.max(...proofs.map((p) => p.at)) : 0;
+  while (level && level !== 'pwd') {
+    const ttl = policy.elevationTtl[level];
+    if (ttl === undefined || now - reachedAt <= ttl) break;
+    level = LEVELS[LEVELS.indexOf(level) - 1];
   }
   const amr = [...new Set(proofs.flatMap((p) => p.amr))];
   if (new Set(proofs.map((p) => p.factor)).size >= 2 && !amr.includes('mfa')) amr.push('mfa');

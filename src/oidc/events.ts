@@ -42,9 +42,10 @@ export function attachProviderEvents(provider: Provider, db: Db, audit: Audit, m
   provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
     void audit(ctx, { type: 'logout', userId: ctx.oidc.session?.accountId, clientId: ctx.oidc.client?.clientId });
   });
-  // Typings omit this event; it is emitted with (ctx, error, clientId, accountId, sid).
-  (provider as unknown as NodeJS.EventEmitter).on('backchannel.error', (_ctx: unknown, err: Error, clientId: string) => {
-    log.warn({ event: 'backchannel.error', clientId, err: err.message }, 'back-channel logout delivery failed');
+  // Typings omit this event; it is emitted with (ctx, error, client, accountId, sid). Log the
+  // client's id only: the client object holds its secret.
+  (provider as unknown as NodeJS.EventEmitter).on('backchannel.error', (_ctx: unknown, err: Error & { cause?: Error }, client: { clientId?: string } | undefined) => {
+    log.warn({ event: 'backchannel.error', clientId: client?.clientId, err: err.message, cause: err.cause?.message }, 'back-channel logout delivery failed');
   });
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
     (ctx.state?.log ?? log).error({ event: 'oidc.server_error', err }, 'provider error');

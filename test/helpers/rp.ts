@@ -1,0 +1,72 @@
+// Relying-party helpers over openid-client: authorize through the hosted pages, walking each
+// page the way a person would, and report which pages appeared and what the tokens say.
+import * as oidc from 'openid-client';
+import { Browser, asPage, isPage, type Page } from './browser.ts';
+
+export const REDIRECT = 'http://localhost:9/cb';
+export const insecure = { execute: [oidc.allowInsecureRequests] };
+
+export interface Credentials {
+  email: string;
+  password: string;
+  /** Returns the next TOTP code (see Authenticator). */
+  totp?: () => Promise<string>;
+}
+
+export type PageKind = 'login' | 'totp' | 'enroll' | 'consent' | 'other';
+
+export function pageKind(page: Page): PageKind {
+  if (page.doc.querySelector('form[action$="/login"] input[name=password]')) return 'login';
+  if (page.doc.querySelector('form[action$="/factor/totp"]')) return 'totp';
+  if (page.doc.querySelector('form[action$="/enroll/totp"], [data-passkey-action=register]') && /Add a second step/.test(page.html)) return 'enroll';
+  if (page.doc.querySelector('form[action$="/consent"]')) return 'consent';
+  return 'other';
+}
+
+export interface AuthorizeOutcome {
+  pages: PageKind[];
+  /** The last page when the walk stopped on one (enrolment, an error…). */
+  stoppedAt?: Page;
+  callback?: URL;
+  tokens?: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
+}
+
+/** Starts an authorization and answers the sign-in pages until the RP gets its callback. */
+export async function authorize(
+  config: oidc.Configuration,
+  browser: Browser,
+  creds: Credentials,
+  params: Record<string, string> = {},
+  stopAt: PageKind[] = ['enroll', 'other'],
+): Promise<AuthorizeOutcome> {
+  const verifier = oidc.randomPKCECodeVerifier();
+  const state = oidc.randomState();
+  const url = oidc.buildAuthorizationUrl(config, {
+    redirect_uri: REDIRECT,
+    scope: 'openid email profile',
+    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state,
+    ...params,
+  });
+  const pages: PageKind[] = [];
+  let step = await browser.get(url.href);
+  for (let i = 0; i < 10 && isPage(step); i++) {
+    const page = step;
+    const kind = pageKind(page);
+    pages.push(kind);
+    if (stopAt.includes(kind)) return { pages, stoppedAt: page };
+    if (kind === 'login') step = await browser.submit(page, 'form[action$="/login"]', { email: creds.email, password: creds.password });
+    else if (kind === 'totp') step = await browser.submit(page, 'form[action$="/factor/totp"]', { code: await creds.totp!() });
+    else if (kind === 'consent') step = await browser.submit(page, 'form[action$="/consent"]');
+    else return { pages, stoppedAt: page };
+  }
+  const callback = new URL((step as { redirect: string }).redirect);
+  if (callback.searchParams.get('error')) return { pages, callback };
+  const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state });
+  return { pages, callback, tokens };
+}
+
+export function asPageOrThrow(x: Parameters<typeof asPage>[0]) {
+  return asPage(x);
+}
