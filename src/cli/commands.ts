@@ -19,7 +19,7 @@ export const USAGE = `Usage: latchkey <command> [options]
   clients create --id ID [--secret S | --public] --redirect-uri URI...
                  [--post-logout-redirect-uri URI...] [--grant-type G...] [--scope "..."]
                  [--name NAME] [--first-party] [--require-verified-email]
-                 [--backchannel-logout-uri URI]
+                 [--backchannel-logout-uri URI] [--resource-server]
   clients list
   clients delete ID
   users create --email E --password P [--name N] [--verified]
@@ -60,7 +60,7 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
         if (sub !== 'run' || !rest[0] || rest[0].startsWith('--')) throw new UsageError('usage: latchkey jobs run NAME');
         const name = rest[0];
         if (!JOBS[name]) throw new UsageError(`unknown job ${name}`);
-        const result = await runJob(db, name, log);
+        const result = await runJob(db, name, log, latchkey.jobServices);
         print(result, () => (result.ran ? `${name}: ${JSON.stringify(result.result)}` : `${name}: another instance is running it now`));
         return 0;
       }
@@ -107,6 +107,7 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
         scope: { type: 'string' },
         'first-party': { type: 'boolean', default: false },
         'require-verified-email': { type: 'boolean', default: false },
+        'resource-server': { type: 'boolean', default: false },
         'backchannel-logout-uri': { type: 'string' },
         json: { type: 'boolean' },
       },
@@ -125,6 +126,7 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
           scope: values.scope,
           firstParty: values['first-party'],
           requireVerifiedEmail: values['require-verified-email'],
+          resourceServer: values['resource-server'],
           backchannelLogoutUri: values['backchannel-logout-uri'],
         },
         // The provider's own validation, so a client that would fail at sign-in fails now.

@@ -17,10 +17,12 @@ export const clientInputSchema = z
     scope: z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$/, 'scope: space-separated tokens').optional(),
     firstParty: z.boolean().default(false),
     requireVerifiedEmail: z.boolean().default(false),
+    resourceServer: z.boolean().default(false),
     backchannelLogoutUri: z.url().optional(),
   })
   .superRefine((v, ctx) => {
     if (v.public && v.secret) ctx.addIssue({ code: 'custom', message: '--public and --secret are mutually exclusive' });
+    if (v.public && v.resourceServer) ctx.addIssue({ code: 'custom', message: 'a resource server must be a confidential client' });
     if (v.public && v.grantTypes.includes('client_credentials'))
       ctx.addIssue({ code: 'custom', message: 'public clients cannot use client_credentials' });
     if (v.grantTypes.includes('authorization_code') && v.redirectUris.length === 0)
@@ -55,6 +57,7 @@ export function toClientMetadata(input: z.output<typeof clientInputSchema>): Rec
     ...(input.backchannelLogoutUri ? { backchannel_logout_uri: input.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
     first_party: input.firstParty,
     require_verified_email: input.requireVerifiedEmail,
+    resource_server: input.resourceServer,
   };
 }
 

@@ -8,6 +8,7 @@ import { createAdapterClass } from './adapter.ts';
 import type { AssurancePolicy } from './assurance.ts';
 import type { ClientStore } from './clients.ts';
 import { createInteractionPolicy } from './policy.ts';
+import { withVerifiedEmailPrompt } from './verified-email.ts';
 import type { FactorRegistry } from '../methods/registry.ts';
 import { findRememberedGrant } from './grants.ts';
 import { ACCOUNT_CLIENT_ID } from '../flows/account/session.ts';
@@ -99,14 +100,20 @@ export function createProvider(deps: ProviderDeps): Provider {
     // Put the scope-granted claims into the ID token too: RPs read email/name from it.
     conformIdTokenClaims: false,
     extraClientMetadata: {
-      properties: ['first_party', 'require_verified_email'],
+      properties: ['first_party', 'require_verified_email', 'resource_server'],
       validator(_ctx, key, value) {
         if (value !== undefined && typeof value !== 'boolean') throw new errors.InvalidClientMetadata(`${key} must be a boolean`);
       },
     },
     features: {
       devInteractions: { enabled: false },
-      introspection: { enabled: true },
+      introspection: {
+        enabled: true,
+        // A client introspects its own tokens; only clients registered as resource servers
+        // (--resource-server) may introspect tokens issued to others.
+        allowedPolicy: async (_ctx, client, token) =>
+          token.clientId === client.clientId || Boolean((client as unknown as { resource_server?: boolean }).resource_server && client.clientAuthMethod !== 'none'),
+      },
       revocation: { enabled: true },
       userinfo: { enabled: true },
       clientCredentials: { enabled: true },
@@ -166,7 +173,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
-      policy: createInteractionPolicy(assurance, db, deps.factors),
+      policy: withVerifiedEmailPrompt(createInteractionPolicy(assurance, db, deps.factors), db),
     },
     async loadExistingGrant(ctx) {
       const grantId =

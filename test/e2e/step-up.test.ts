@@ -249,3 +249,49 @@ describe('attacks on second factors', () => {
     assert.equal(info.auth_time, outcome.tokens!.claims()!.auth_time);
   });
 });
+
+describe('resource servers (RFC 9470 helper from plain JavaScript)', () => {
+  test('a token below the required acr gets insufficient_user_authentication; a stepped-up one passes', async () => {
+    const { createStepUpGuard } = await import('latchkey/resource-server');
+    const api = (await server.cli(['clients', 'create', '--id', 'api', '--resource-server', '--grant-type', 'client_credentials'])) as { client_secret: string };
+    const guard = createStepUpGuard({ issuer: server.issuer, clientId: 'api', clientSecret: api.client_secret });
+    const http = await import('node:http');
+    const resource = http.createServer((req, res) => {
+      void guard.middleware({ acr: MFA, maxAge: 600 })(req, res, (err?: unknown) => {
+        res.statusCode = err ? 500 : 200;
+        res.end(err ? 'error' : 'secret data');
+      });
+    });
+    await new Promise<void>((r) => resource.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(resource.address() as { port: number }).port}/`;
+    try {
+      const user = await createTotpUser('rs');
+      const pwdTokens = (await authorize(rp, user.pwdBrowser, user)).tokens!;
+      const refused = await fetch(url, { headers: { authorization: `Bearer ${pwdTokens.access_token}` } });
+      assert.equal(refused.status, 401);
+      assert.equal(
+        refused.headers.get('www-authenticate'),
+        `Bearer error="insufficient_user_authentication", error_description="a stronger authentication is required", acr_values="${MFA} ${PHR}", max_age=600`,
+      );
+      // The client follows the challenge: acr_values from the header, and gets a token that passes.
+      const stepped = (await authorize(rp, user.pwdBrowser, user, { acr_values: `${MFA} ${PHR}`, max_age: '600' })).tokens!;
+      const allowed = await fetch(url, { headers: { authorization: `Bearer ${stepped.access_token}` } });
+      assert.equal(allowed.status, 200);
+      assert.equal(await allowed.text(), 'secret data');
+      const missing = await fetch(url);
+      assert.equal(missing.status, 401);
+      assert.equal(missing.headers.get('www-authenticate'), 'Bearer');
+    } finally {
+      resource.close();
+    }
+  });
+
+  test('a client that is not a resource server cannot introspect another client\'s tokens', async () => {
+    const other = (await server.cli(['clients', 'create', '--id', 'other', '--grant-type', 'client_credentials'])) as { client_secret: string };
+    const otherRp = await oidc.discovery(new URL(server.issuer), 'other', other.client_secret, undefined, insecure);
+    const user = await createTotpUser('introspect');
+    const tokens = (await authorize(rp, user.pwdBrowser, user)).tokens!;
+    assert.equal((await oidc.tokenIntrospection(otherRp, tokens.access_token)).active, false);
+    assert.equal((await oidc.tokenIntrospection(rp, tokens.access_token)).active, true);
+  });
+});
