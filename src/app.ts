@@ -16,6 +16,9 @@ import { registerAccountRoutes } from './flows/account/routes.ts';
 import { registerSecurityRoutes, securitySection } from './flows/account/security.ts';
 import { registerStepUpRoutes } from './flows/step-up/routes.ts';
 import { registerSignupRoutes } from './flows/signup/routes.ts';
+import { registerVerifyEmailRoutes } from './flows/verify-email/routes.ts';
+import { securityNotifier } from './flows/notify.ts';
+import { createMail } from './mail/index.ts';
 import { parseBody } from './http/forms.ts';
 import { errorHandler, requestContext } from './http/request-context.ts';
 import { createViews } from './http/views.ts';
@@ -79,6 +82,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   const recoveryCodes = createRecoveryCodeMethod(db);
   const passkeys = createPasskeyMethod(db, config.webauthn);
   const factors = createFactorRegistry({ totp, recoveryCodes, passkeys });
+  const mail = createMail(config, log, db, secrets.atRestKey);
 
   async function buildProvider(): Promise<{ provider: Provider; handler: Middleware }> {
     const jwks = await loadSigningJwks(db, secrets.atRestKey);
@@ -102,8 +106,10 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     recoveryCodes,
     passkeys,
     factors,
+    mail,
     provider: () => current.provider,
   };
+  deps.notify = securityNotifier(deps);
 
   const app = new Koa();
   app.keys = secrets.cookieKeys; // same keys as the provider's cookies, or interaction cookies go unsigned
@@ -159,6 +165,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   registerStepUpRoutes(pages, deps);
   registerAccountRoutes(pages, deps, [securitySection]);
   registerSecurityRoutes(pages, deps);
+  registerVerifyEmailRoutes(pages, deps);
   app.use(pages.routes());
   app.use(pages.allowedMethods());
 
@@ -187,6 +194,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     keyTimer.unref();
     timers.push(keyTimer);
     stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds);
+    mail.start(); // delivers the outbox in the background, retrying failures
   }
 
   const latchkey: Latchkey = {
@@ -201,6 +209,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     async close() {
       timers.forEach(clearInterval);
       stopJobs();
+      await mail.stop();
       await db.destroy();
     },
   };

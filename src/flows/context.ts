@@ -3,6 +3,7 @@ import type Provider from 'oidc-provider';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/knex.ts';
 import type { Views } from '../http/views.ts';
+import type { Mailer } from '../mail/index.ts';
 import type { PasswordMethod } from '../methods/password/index.ts';
 import type { PasskeyMethod } from '../methods/passkey/index.ts';
 import type { RecoveryCodeMethod } from '../methods/recovery-code/index.ts';
@@ -25,6 +26,8 @@ export interface FlowDeps {
   recoveryCodes: RecoveryCodeMethod;
   passkeys: PasskeyMethod;
   factors: FactorRegistry;
+  /** Mail: outbox-backed sending and absolute links (see src/mail). */
+  mail: Mailer;
   /** Tells the user about a security event on their account by mail (set once mail exists). */
   notify?: (user: { id: string; email: string; name: string | null }, event: SecurityNotice, vars: Record<string, unknown>) => Promise<void>;
   assurance: AssurancePolicy;

@@ -25,7 +25,17 @@ export type AuditType =
   | 'passkey.counter_rollback'
   | 'passkey.renamed'
   | 'factor.enrolled'
-  | 'factor.removed';
+  | 'factor.removed'
+  | 'email.verification_sent'
+  | 'email.verified'
+  | 'email.change_requested'
+  | 'email.changed'
+  | 'email.change_reported'
+  | 'password.reset_requested'
+  | 'password.reset'
+  | 'sessions.revoked'
+  | 'magic_link.requested'
+  | 'user.deleted';
 
 export interface AuditEvent {
   type: AuditType;

@@ -7,6 +7,8 @@ import type { FlowDeps } from '../context.ts';
 import { existingProofs, finishInteraction, loadInteraction, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
 import { showConsent } from '../consent/routes.ts';
 import { continueSignIn } from '../step-up/routes.ts';
+import { showVerifyEmailPrompt } from '../verify-email/routes.ts';
+import { VERIFY_EMAIL_PROMPT } from '../../oidc/verified-email.ts';
 import { sha256Hex } from '../../security/crypto.ts';
 
 const loginForm = z.object({
@@ -48,6 +50,7 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
     const details = await loadInteraction(deps, ctx);
     ctx.set('Cache-Control', 'no-store');
     if (details.prompt.name === 'consent') return showConsent(deps, ctx, details);
+    if (details.prompt.name === VERIFY_EMAIL_PROMPT) return showVerifyEmailPrompt(deps, ctx, details);
     if (details.prompt.name !== 'login') throw Object.assign(new Error(`unsupported prompt ${details.prompt.name}`), { status: 500 });
     const accountId = details.session?.accountId;
     if (accountId && details.prompt.reasons.length > 0 && details.prompt.reasons.every((r) => STEP_UP_REASONS.has(r))) {

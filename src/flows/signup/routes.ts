@@ -7,6 +7,7 @@ import { validateBody } from '../../http/forms.ts';
 import type { FlowDeps } from '../context.ts';
 import { loadInteraction, redirectSeeOther, timedProofs } from '../interaction.ts';
 import { continueSignIn } from '../step-up/routes.ts';
+import { sendVerificationMail } from '../verify-email/routes.ts';
 
 export function registerSignupRoutes(router: Router, deps: FlowDeps) {
   const signupForm = z.object({
@@ -48,7 +49,13 @@ export function registerSignupRoutes(router: Router, deps: FlowDeps) {
     const { name, email, password } = result.data;
     let user;
     try {
-      user = await createUser(deps.db, { email, name, passwordHash: await deps.password.hash(password) });
+      const passwordHash = await deps.password.hash(password);
+      // The account and its verification mail commit together; the mail is sent after commit.
+      user = await deps.db.transaction(async (trx) => {
+        const created = await createUser(trx, { email, name, passwordHash });
+        await sendVerificationMail(deps, trx, created);
+        return created;
+      });
     } catch (err) {
       if (!(err instanceof EmailTakenError)) throw err;
       return deps.views.render(
@@ -58,6 +65,7 @@ export function registerSignupRoutes(router: Router, deps: FlowDeps) {
         409,
       );
     }
+    deps.mail.kick();
     const clientId = String(details.params.client_id);
     await deps.audit(ctx, { type: 'user.signup', userId: user.id, clientId });
     await deps.audit(ctx, { type: 'login.success', userId: user.id, clientId, data: { method: 'password', via: 'signup' } });
