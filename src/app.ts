@@ -16,6 +16,7 @@ import { registerAccountRoutes } from './flows/account/routes.ts';
 import { registerSecurityRoutes, securitySection } from './flows/account/security.ts';
 import { registerStepUpRoutes } from './flows/step-up/routes.ts';
 import { registerSignupRoutes } from './flows/signup/routes.ts';
+import { registerResetPasswordRoutes } from './flows/reset-password/routes.ts';
 import { registerVerifyEmailRoutes } from './flows/verify-email/routes.ts';
 import { securityNotifier } from './flows/notify.ts';
 import { createMail } from './mail/index.ts';
@@ -166,6 +167,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   registerAccountRoutes(pages, deps, [securitySection]);
   registerSecurityRoutes(pages, deps);
   registerVerifyEmailRoutes(pages, deps);
+  registerResetPasswordRoutes(pages, deps);
   app.use(pages.routes());
   app.use(pages.allowedMethods());
 

@@ -34,6 +34,7 @@ export async function renderLogin(deps: FlowDeps, ctx: Context, details: Interac
       uid: details.uid,
       clientName: await clientLabel(deps, details),
       email: (details.params.login_hint as string | undefined) ?? '',
+      forgotPasswordUrl: `/forgot-password?uid=${details.uid}`,
       ...extra,
     },
     status,
