@@ -35,6 +35,7 @@ export async function renderLogin(deps: FlowDeps, ctx: Context, details: Interac
       clientName: await clientLabel(deps, details),
       email: (details.params.login_hint as string | undefined) ?? '',
       forgotPasswordUrl: `/forgot-password?uid=${details.uid}`,
+      magicLinkAction: `/interaction/${details.uid}/magic-link`,
       ...extra,
     },
     status,
