@@ -16,6 +16,7 @@ import { registerAccountRoutes } from './flows/account/routes.ts';
 import { registerSecurityRoutes, securitySection } from './flows/account/security.ts';
 import { registerStepUpRoutes } from './flows/step-up/routes.ts';
 import { registerSignupRoutes } from './flows/signup/routes.ts';
+import { emailAccountSection, registerChangeEmailRoutes } from './flows/change-email/routes.ts';
 import { registerMagicLinkRoutes } from './flows/magic-link/routes.ts';
 import { registerResetPasswordRoutes } from './flows/reset-password/routes.ts';
 import { registerVerifyEmailRoutes } from './flows/verify-email/routes.ts';
@@ -165,11 +166,12 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   registerSignupRoutes(pages, deps);
   registerConsentRoutes(pages, deps);
   registerStepUpRoutes(pages, deps);
-  registerAccountRoutes(pages, deps, [securitySection]);
+  registerAccountRoutes(pages, deps, [emailAccountSection, securitySection]);
   registerSecurityRoutes(pages, deps);
   registerVerifyEmailRoutes(pages, deps);
   registerResetPasswordRoutes(pages, deps);
   registerMagicLinkRoutes(pages, deps);
+  registerChangeEmailRoutes(pages, deps);
   app.use(pages.routes());
   app.use(pages.allowedMethods());
 
