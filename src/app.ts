@@ -25,7 +25,7 @@ import { createMail } from './mail/index.ts';
 import { parseBody } from './http/forms.ts';
 import { errorHandler, requestContext } from './http/request-context.ts';
 import { createViews } from './http/views.ts';
-import { scheduleJobs } from './jobs/index.ts';
+import { scheduleJobs, type JobServices } from './jobs/index.ts';
 import { createPasswordMethod, type PasswordMethod } from './methods/password/index.ts';
 import { createTotpMethod } from './methods/totp/index.ts';
 import { createRecoveryCodeMethod } from './methods/recovery-code/index.ts';
@@ -55,6 +55,8 @@ export interface Latchkey {
   password: PasswordMethod;
   audit: Audit;
   atRestKey: Buffer;
+  /** What scheduled and on-demand jobs use besides the database. */
+  jobServices: JobServices;
   provider(): Provider;
   /** Rebuilds the provider if the published signing keys changed. */
   reloadKeys(): Promise<void>;
@@ -199,7 +201,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     }, config.keyCheckIntervalSeconds * 1000);
     keyTimer.unref();
     timers.push(keyTimer);
-    stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds);
+    stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds, { config, mail });
     mail.start(); // delivers the outbox in the background, retrying failures
   }
 
@@ -210,6 +212,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     password: deps.password,
     audit,
     atRestKey: secrets.atRestKey,
+    jobServices: { config, mail },
     provider: () => current.provider,
     reloadKeys,
     async close() {

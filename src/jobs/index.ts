@@ -1,15 +1,31 @@
 // Scheduled work. Each job runs inside a transaction that holds a PostgreSQL advisory lock, so
 // across any number of instances one runner at a time does it; the others skip that tick.
 import type { Knex } from 'knex';
+import type { Config } from '../config.ts';
 import type { Db } from '../db/knex.ts';
+import { deleteStaleUnverifiedUsers } from '../identity/unverified.ts';
+import type { Mailer } from '../mail/index.ts';
 import type { Logger } from '../observability/logger.ts';
 import { sweepExpired } from '../oidc/adapter.ts';
 import { deleteRetiredSigningKeys } from '../oidc/keys.ts';
+import { purgeExpiredLinkTokens } from '../security/link-tokens.ts';
+import { purgeExpiredRateLimits } from '../security/rate-limit.ts';
+
+/** What jobs may use besides the database. */
+export interface JobServices {
+  config: Pick<Config, 'unverifiedTtlSeconds'>;
+  mail: Mailer;
+}
 
 export interface Job {
   /** Stable advisory-lock id. */
   lockId: number;
-  run(trx: Knex.Transaction): Promise<Record<string, number>>;
+  /**
+   * Coordinates across instances by itself and must not hold a transaction open while it works
+   * (e.g. network sends): runs outside the advisory lock, given the plain database handle.
+   */
+  unlocked?: boolean;
+  run(trx: Knex.Transaction | Db, services: JobServices, log: Logger): Promise<Record<string, number>>;
 }
 
 export const JOBS: Record<string, Job> = {
@@ -17,32 +33,60 @@ export const JOBS: Record<string, Job> = {
     lockId: 72_517_101,
     async run(trx) {
       // Bounded per run (the batches share this transaction's locks); the next tick continues.
-      return { expiredArtifacts: await sweepExpired(trx, 1000, 20), retiredKeys: await deleteRetiredSigningKeys(trx) };
+      return {
+        expiredArtifacts: await sweepExpired(trx, 1000, 20),
+        retiredKeys: await deleteRetiredSigningKeys(trx),
+        expiredLinks: await purgeExpiredLinkTokens(trx),
+        expiredRateLimits: await purgeExpiredRateLimits(trx),
+      };
+    },
+  },
+  'cleanup-unverified': {
+    lockId: 72_517_102,
+    async run(trx, { config }, log) {
+      const ids = await deleteStaleUnverifiedUsers(trx as Knex.Transaction, config.unverifiedTtlSeconds);
+      if (ids.length) log.info({ event: 'users.unverified_removed', count: ids.length }, 'removed stale unverified accounts');
+      return { removedUsers: ids.length };
+    },
+  },
+  // Delivery claims rows with leases (SKIP LOCKED), so instances share the work without the lock.
+  'mail-outbox': {
+    lockId: 72_517_103,
+    unlocked: true,
+    async run(db, { mail }) {
+      const delivered = await mail.deliverDue();
+      return { ...delivered, purged: await mail.purge(db) };
     },
   },
 };
 
 export type JobResult = { job: string; ran: boolean; result?: Record<string, number> };
 
-export async function runJob(db: Db, name: string, log: Logger): Promise<JobResult> {
+export async function runJob(db: Db, name: string, log: Logger, services: JobServices): Promise<JobResult> {
   const job = JOBS[name];
   if (!job) throw new Error(`unknown job ${name}; known: ${Object.keys(JOBS).join(', ')}`);
+  if (job.unlocked) {
+    const started = Date.now();
+    const result = await job.run(db, services, log);
+    log.info({ event: 'job.finished', job: name, ms: Date.now() - started, ...result }, `job ${name} finished`);
+    return { job: name, ran: true, result };
+  }
   return db.transaction(async (trx) => {
     const { rows } = await trx.raw('SELECT pg_try_advisory_xact_lock(?) AS locked', [job.lockId]);
     if (!rows[0].locked) return { job: name, ran: false };
     const started = Date.now();
-    const result = await job.run(trx);
+    const result = await job.run(trx, services, log);
     log.info({ event: 'job.finished', job: name, ms: Date.now() - started, ...result }, `job ${name} finished`);
     return { job: name, ran: true, result };
   });
 }
 
 /** Runs every job on an interval inside the server; returns a stop function. */
-export function scheduleJobs(db: Db, log: Logger, intervalSeconds: number): () => void {
+export function scheduleJobs(db: Db, log: Logger, intervalSeconds: number, services: JobServices): () => void {
   if (intervalSeconds <= 0) return () => {};
   const timer = setInterval(() => {
     for (const name of Object.keys(JOBS)) {
-      runJob(db, name, log).catch((err) => log.error({ event: 'job.failed', job: name, err }, `job ${name} failed`));
+      runJob(db, name, log, services).catch((err) => log.error({ event: 'job.failed', job: name, err }, `job ${name} failed`));
     }
   }, intervalSeconds * 1000);
   timer.unref();
