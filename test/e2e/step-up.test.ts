@@ -11,7 +11,7 @@ import { REDIRECT, authorize, insecure, type Credentials, type PageKind } from '
 const PWD = 'urn:latchkey:acr:pwd';
 const MFA = 'urn:latchkey:acr:mfa';
 const PHR = 'urn:latchkey:acr:phr';
-const STEP_UP_TTL = 6;
+const STEP_UP_TTL = 10;
 
 let server: TestServer;
 let rp: oidc.Configuration;
@@ -110,14 +110,16 @@ describe('step-up matrix (user with password + TOTP, no passkey)', () => {
 
   for (const state of ['none', 'pwd', 'mfa', 'expired'] as const) {
     test(`session: ${state}`, async () => {
-      // Prepare every cell's user and session first; expired ones then age past STEP_UP_TTL once.
-      const cells = [];
+      // Users first. Expired sessions are all made up front and then age past STEP_UP_TTL once;
+      // the others are made right before their request, so an mfa session is still fresh.
+      const cells: { request: string; user: TotpUser; browser?: Browser }[] = [];
       for (const request of Object.keys(REQUESTS)) {
         const user = await createTotpUser(state);
-        cells.push({ request, user, ...(await sessionFor(state, user)) });
+        cells.push({ request, user, ...(state === 'expired' ? await sessionFor(state, user) : {}) });
       }
       if (state === 'expired') await new Promise((r) => setTimeout(r, (STEP_UP_TTL + 1.5) * 1000));
       for (const cell of cells) {
+        cell.browser ??= (await sessionFor(state, cell.user)).browser;
         const started = Math.floor(Date.now() / 1000);
         const outcome = await authorize(rp, cell.browser, cell.user, REQUESTS[cell.request]);
         const expected = EXPECTED[state][cell.request]!;
