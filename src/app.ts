@@ -31,6 +31,7 @@ import { createTotpMethod } from './methods/totp/index.ts';
 import { createRecoveryCodeMethod } from './methods/recovery-code/index.ts';
 import { createPasskeyMethod } from './methods/passkey/index.ts';
 import { createFactorRegistry } from './methods/registry.ts';
+import { createLoginThrottle } from './security/login-throttle.ts';
 import { createClientStore, type ClientStore } from './oidc/clients.ts';
 import { attachProviderEvents } from './oidc/events.ts';
 import { ensureSigningKeys, loadSigningJwks, signingKeysVersion } from './oidc/keys.ts';
@@ -111,6 +112,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     recoveryCodes,
     passkeys,
     factors,
+    loginThrottle: createLoginThrottle(db, config, secrets.deviceKey),
     mail,
     provider: () => current.provider,
   };

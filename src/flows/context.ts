@@ -9,6 +9,7 @@ import type { PasskeyMethod } from '../methods/passkey/index.ts';
 import type { RecoveryCodeMethod } from '../methods/recovery-code/index.ts';
 import type { FactorRegistry } from '../methods/registry.ts';
 import type { TotpMethod } from '../methods/totp/index.ts';
+import type { LoginThrottle } from '../security/login-throttle.ts';
 import type { AssurancePolicy } from '../oidc/assurance.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Audit } from '../security/audit.ts';
@@ -26,6 +27,7 @@ export interface FlowDeps {
   recoveryCodes: RecoveryCodeMethod;
   passkeys: PasskeyMethod;
   factors: FactorRegistry;
+  loginThrottle: LoginThrottle;
   /** Mail: outbox-backed sending and absolute links (see src/mail). */
   mail: Mailer;
   /** Tells the user about a security event on their account by mail (set once mail exists). */

@@ -20,6 +20,7 @@ export type AuditType =
   | 'client.deleted'
   | 'keys.rotated'
   | 'login.unmet_requirements'
+  | 'login.throttled'
   | 'recovery_code.used'
   | 'recovery_codes.regenerated'
   | 'passkey.counter_rollback'

@@ -17,7 +17,7 @@ interface KnexClient {
 }
 
 /** A `pg.Pool`-shaped client over knex's connection pool (pg.Client and PGlite both take query(text, values)). */
-function poolLike(db: Db) {
+export function poolLike(db: Db) {
   const client = db.client as unknown as KnexClient;
   return {
     async query(q: { text: string; values?: unknown[] }) {

@@ -12,6 +12,8 @@ export interface Secrets {
   cookieKeys: string[];
   /** HMAC key for CSRF tokens. */
   csrfKey: Buffer;
+  /** HMAC key for device cookies (browsers known to an account, see login-throttle.ts). */
+  deviceKey: Buffer;
 }
 
 const SECRET_FILE = 'latchkey-secret';
@@ -48,5 +50,6 @@ export function loadSecrets(config: Config, log: Logger): Secrets {
     atRestKey: deriveKey(root, 'at-rest-encryption'),
     cookieKeys,
     csrfKey: deriveKey(root, 'csrf'),
+    deviceKey: deriveKey(root, 'device-cookie'),
   };
 }

@@ -3,6 +3,7 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
+import { RateLimitedError } from '../../security/rate-limit.ts';
 import type { FlowDeps } from '../context.ts';
 import { existingProofs, finishInteraction, loadInteraction, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
 import { showConsent } from '../consent/routes.ts';
@@ -71,13 +72,25 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
       return renderLogin(deps, ctx, details, { email: typedEmail, error: 'Enter your email and password.' }, 400);
     }
 
-    const result = await deps.password.verify(parsed.data.email, parsed.data.password);
     const clientId = String(details.params.client_id);
+    try {
+      await deps.loginThrottle.check(ctx, parsed.data.email);
+    } catch (err) {
+      if (!(err instanceof RateLimitedError)) throw err;
+      deps.metrics.loginAttempts.inc({ method: 'password', result: 'throttled' });
+      await deps.audit(ctx, { type: 'login.throttled', clientId, data: { method: 'password', emailRef: emailRef(parsed.data.email) } });
+      ctx.set('Retry-After', String(err.retryAfterSeconds));
+      const minutes = Math.max(1, Math.ceil(err.retryAfterSeconds / 60));
+      return renderLogin(deps, ctx, details, { email: parsed.data.email, error: `Too many failed attempts. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}, or reset your password.` }, 429);
+    }
+    const result = await deps.password.verify(parsed.data.email, parsed.data.password);
     if (!result) {
+      await deps.loginThrottle.failure(ctx, parsed.data.email);
       deps.metrics.loginAttempts.inc({ method: 'password', result: 'failure' });
       await deps.audit(ctx, { type: 'login.failure', clientId, data: { method: 'password', emailRef: emailRef(parsed.data.email) } });
       return renderLogin(deps, ctx, details, { email: parsed.data.email, error: INVALID }, 401);
     }
+    deps.loginThrottle.success(ctx, parsed.data.email);
     deps.metrics.loginAttempts.inc({ method: 'password', result: 'success' });
     await deps.audit(ctx, { type: 'login.success', userId: result.user.id, clientId, data: { method: 'password' } });
     redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, result.user.id, timedProofs([result])));

@@ -86,9 +86,15 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
     return continueSignIn(deps, ctx, details, userId, mergeProofs(earlier, timedProofs([success])));
   }
 
+  /** Records a wrong second factor; after too many, the attempt is over (password again). */
   async function failed(ctx: Context, details: InteractionDetails, userId: string | undefined, method: string, extra: Record<string, unknown> = {}) {
     deps.metrics.loginAttempts.inc({ method, result: 'failure' });
     await deps.audit(ctx, { type: 'login.failure', userId, clientId: String(details.params.client_id), data: { method, ...extra } });
+    if (userId && (await deps.loginThrottle.secondFactorFailure(details.uid, userId))) {
+      await clearPending(deps.db, details.uid);
+      await deps.audit(ctx, { type: 'login.throttled', userId, clientId: String(details.params.client_id), data: { method } });
+      throw Object.assign(new Error('Too many wrong codes. Go back to the application and sign in again.'), { status: 429, expose: true });
+    }
   }
 
   router.get('/interaction/:uid/factor', async (ctx) => {
