@@ -10,6 +10,7 @@ import { sweepExpired } from '../oidc/adapter.ts';
 import { deleteRetiredSigningKeys } from '../oidc/keys.ts';
 import { purgeExpiredLinkTokens } from '../security/link-tokens.ts';
 import { purgeExpiredRateLimits } from '../security/rate-limit.ts';
+import { purgeSignInState } from '../sessions/sweep.ts';
 
 /** What jobs may use besides the database. */
 export interface JobServices {
@@ -38,6 +39,7 @@ export const JOBS: Record<string, Job> = {
         retiredKeys: await deleteRetiredSigningKeys(trx),
         expiredLinks: await purgeExpiredLinkTokens(trx),
         expiredRateLimits: await purgeExpiredRateLimits(trx),
+        ...(await purgeSignInState(trx)),
       };
     },
   },
