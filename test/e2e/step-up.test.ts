@@ -227,6 +227,11 @@ describe('attacks on second factors', () => {
     assert.equal(refused.status, 401);
     const account = asPage(await first.get(`${server.issuer}/account`));
     assert.match(account.html, /9 of 10 left/);
+    // The user is told by mail (the development transport logs it as a mail.dev event).
+    const mailed = async () =>
+      server.logs.join('').split('\n').some((line) => line.includes('"event":"mail.dev"') && line.includes(`"to":"${user.email}"`) && /recovery code/i.test(line));
+    for (let i = 0; i < 50 && !(await mailed()); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(await mailed(), 'a "recovery code used" mail went to the user');
   });
 
   test('the pending second-factor state is not a session', async () => {
