@@ -9,6 +9,8 @@ COPY package.json package-lock.json ./
 # bring Node 24 to machines with an older system Node; this base image already is Node 24.
 # argon2 ships prebuilt N-API binaries (prebuilds/linux-x64, linux-arm64, glibc) that
 # node-gyp-build loads at runtime, so no compiler is needed and install scripts can be skipped.
+# (--ignore-scripts also skips our postinstall, which pre-builds an embedded-PGlite template:
+# an optional start-up speed-up for DATABASE_URL-less runs; without it PGlite runs initdb.)
 # The probe fails the build if the native binary does not load on this platform.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && node -e "require('argon2').hash('probe').then(() => console.log('argon2: prebuilt binary loads'))" \

@@ -13,9 +13,9 @@ const nodeGlobals = Object.fromEntries(
 );
 
 export default defineConfig(
-  { ignores: ['node_modules/', 'data/', 'coverage/'] },
+  { ignores: ['node_modules/', 'data/', 'coverage/', '.scratch/'] },
   {
-    files: ['{src,test,migrations,bin,bench}/**/*.{ts,js}', '*.js'],
+    files: ['{src,test,migrations,bin,bench,scripts}/**/*.{ts,js}', '*.js'],
     extends: [js.configs.recommended, tseslint.configs.recommended],
     languageOptions: {
       ecmaVersion: 'latest',
@@ -23,6 +23,9 @@ export default defineConfig(
       globals: nodeGlobals,
     },
     rules: {
+      // Style: `let { step, verifier } = …` where only `step` is reassigned is fine; flag a
+      // destructuring only when every name in it could be const.
+      'prefer-const': ['error', { destructuring: 'all' }],
       '@typescript-eslint/no-unused-vars': [
         'error',
         { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrorsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' },
