@@ -39,8 +39,11 @@ export interface TestServer {
    * behind one load balancer would: reach it through its `url`.
    */
   startAnother(options?: { shareIssuer?: boolean }): Promise<TestServer>;
-  /** Stops the process (keeping the database) and starts it again with the same env and port. */
-  restart(): Promise<void>;
+  /**
+   * Stops the process (keeping the database) and starts it again with the same port and env,
+   * plus `changes`; `whileStopped` runs in between (e.g. to read the embedded database).
+   */
+  restart(changes?: Record<string, string>, whileStopped?: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -104,8 +107,10 @@ async function launch(env: Record<string, string>, cleanup: () => Promise<void>,
       return JSON.parse(r.stdout);
     },
     startAnother: (opts = {}) => launch(env, async () => {}, opts.shareIssuer ? { issuer } : {}),
-    async restart() {
+    async restart(changes = {}, whileStopped) {
       await stopChild(child);
+      await whileStopped?.();
+      Object.assign(fullEnv, changes);
       child = spawnServer(fullEnv, logs);
       await waitReady(url, child, logs);
     },
