@@ -288,13 +288,13 @@ describe('magic-link sign-in', () => {
     const started = await startAuthorization(browser, app);
     const login = asPage(started.step);
     assert.ok(login.doc.querySelector('a[href^="/forgot-password"]'), 'the sign-in page offers "Forgot password?"');
-    const sent = asPage(await browser.submit(login, 'form[action$="/magic-link"]', { email }));
+    const sent = asPage(await browser.submitWith(login, 'button[formaction$="/magic-link"]', { email }));
     assert.equal(heading(sent), 'Check your email');
 
     // An unknown address gets the same answer (and no mail).
     const unknownBrowser = new Browser();
     const unknownLogin = asPage((await startAuthorization(unknownBrowser, app)).step);
-    const unknown = asPage(await unknownBrowser.submit(unknownLogin, 'form[action$="/magic-link"]', { email: 'ghost@example.com' }));
+    const unknown = asPage(await unknownBrowser.submitWith(unknownLogin, 'button[formaction$="/magic-link"]', { email: 'ghost@example.com' }));
     assert.equal(comparable(unknown, 'ghost@example.com').replace(/interaction\/[^/"]+/g, 'interaction/<uid>'), comparable(sent, email).replace(/interaction\/[^/"]+/g, 'interaction/<uid>'));
 
     const mail = await sink.next(email, /Your sign-in link/);

@@ -50,6 +50,23 @@ export class Browser {
     return this.follow(url, {}, origin);
   }
 
+  /** Clicks a submit button with its own `formaction` (e.g. "Email me a sign-in link") in its form. */
+  async submitWith(page: Page, buttonSelector: string, fields: Record<string, string> = {}) {
+    const button = page.doc.querySelector(buttonSelector);
+    if (!button) throw new Error(`no button ${buttonSelector} on ${page.url}`);
+    let form = button.parentNode;
+    while (form && form.tagName !== 'FORM') form = form.parentNode;
+    if (!form) throw new Error(`button ${buttonSelector} is not in a form`);
+    const body = new URLSearchParams();
+    for (const input of form.querySelectorAll('input')) {
+      const name = input.getAttribute('name');
+      if (name) body.set(name, input.getAttribute('value') ?? '');
+    }
+    for (const [k, v] of Object.entries(fields)) body.set(k, v);
+    const action = new URL(button.getAttribute('formaction') ?? form.getAttribute('action') ?? page.url, page.url).toString();
+    return this.follow(action, { method: 'POST', body }, new URL(page.url).origin);
+  }
+
   /** Submits the form matching `selector` on `page`, with `fields` overriding its inputs. */
   async submit(page: Page, selector: string, fields: Record<string, string> = {}, button?: { name: string; value: string }) {
     const form = page.doc.querySelector(selector);
