@@ -150,7 +150,8 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
     } catch (err) {
       if (!(err instanceof PasskeyError)) throw err;
       await failed(ctx, details, pending?.userId, 'passkey', err.audit ? { signal: err.audit } : {});
-      if (err.audit === 'counter_rollback') await deps.audit(ctx, { type: 'passkey.counter_rollback', userId: pending?.userId, data: { credential: response.id.slice(0, 12) } });
+      // Passwordless has no pending user: the event names the credential's owner.
+      if (err.audit === 'counter_rollback') await deps.audit(ctx, { type: 'passkey.counter_rollback', userId: err.userId ?? pending?.userId, data: { credential: response.id.slice(0, 12) } });
       ctx.status = 401;
       ctx.body = { error: 'invalid_passkey', error_description: err.message };
     }

@@ -35,9 +35,12 @@ export interface PasskeyRow {
 export class PasskeyError extends Error {
   /** Set when the failure is a security signal worth an audit event. */
   readonly audit?: 'counter_rollback' | 'wrong_user';
-  constructor(message: string, audit?: 'counter_rollback' | 'wrong_user') {
+  /** The credential's owner, when the credential is known (for the audit event). */
+  readonly userId?: string;
+  constructor(message: string, audit?: 'counter_rollback' | 'wrong_user', userId?: string) {
     super(message);
     this.audit = audit;
+    this.userId = userId;
   }
 }
 
@@ -160,20 +163,20 @@ export function createPasskeyMethod(db: Db, config: PasskeyConfig) {
         });
       } catch (err) {
         const message = (err as Error).message;
-        if (/counter/i.test(message)) throw new PasskeyError('This passkey reported a signature counter that went backwards; it may be cloned.', 'counter_rollback');
+        if (/counter/i.test(message)) throw new PasskeyError('This passkey reported a signature counter that went backwards; it may be cloned.', 'counter_rollback', stored.user_id);
         throw new PasskeyError(`The passkey could not be verified: ${message}`);
       }
       if (!verification.verified) throw new PasskeyError('The passkey could not be verified.');
       const { newCounter, userVerified, credentialBackedUp } = verification.authenticationInfo;
       // A counter that does not increase (when the authenticator keeps one) signals a clone.
       if ((newCounter > 0 || storedCounter > 0) && newCounter <= storedCounter) {
-        throw new PasskeyError('This passkey reported a signature counter that went backwards; it may be cloned.', 'counter_rollback');
+        throw new PasskeyError('This passkey reported a signature counter that went backwards; it may be cloned.', 'counter_rollback', stored.user_id);
       }
       // Conditional on the counter we checked, so two concurrent uses of one signature lose one.
       const updated = await db('passkeys')
         .where({ id: stored.id, counter: stored.counter })
         .update({ counter: newCounter, backed_up: credentialBackedUp, last_used_at: db.fn.now() }, ['id']);
-      if (updated.length !== 1) throw new PasskeyError('This passkey was used concurrently; try again.', 'counter_rollback');
+      if (updated.length !== 1) throw new PasskeyError('This passkey was used concurrently; try again.', 'counter_rollback', stored.user_id);
       return { userId: stored.user_id, credentialId: stored.id, proof: passkeyProof(userVerified, credentialBackedUp) };
     },
 
