@@ -24,6 +24,12 @@
       headers: { 'content-type': 'application/json', accept: 'application/json', 'x-csrf-token': csrf },
       body: JSON.stringify(body || {}),
     }).then(function (res) {
+      // Sent elsewhere first (re-authentication for a stale sign-in, or signing in again): go
+      // there instead of reading that page as JSON.
+      if (res.redirected) {
+        window.location.assign(res.url);
+        return new Promise(function () {});
+      }
       return res.json().then(function (data) {
         if (!res.ok) throw new Error(data.error_description || 'Something went wrong. Try again.');
         return data;
