@@ -69,11 +69,13 @@ export interface LatchkeyOptions {
   background: boolean;
   /** Serve CLI commands for this process's embedded database (see cli/embedded-bridge.ts). */
   bridge?: Bridge;
+  /** A database handle opened earlier (start-up overlaps opening it with loading the app). */
+  db?: Db;
 }
 
 export async function createLatchkey(config: Config, log: Logger, options: LatchkeyOptions): Promise<Latchkey> {
   const secrets = loadSecrets(config, log);
-  const db = createDb(config);
+  const db = options.db ?? createDb(config);
   const applied = await migrateLatest(db);
   if (applied.length) log.info({ event: 'db.migrated', applied }, 'database migrated');
   const createdKeys = await ensureSigningKeys(db, secrets.atRestKey);

@@ -1,9 +1,9 @@
 // CLI entry: `latchkey serve | migrate | clients … | users … | keys … | jobs run NAME`.
-import { createLatchkey } from './app.ts';
+// The app and the commands are imported dynamically: a server opens its database first, so the
+// embedded database starts up while the rest of the code loads.
 import { forwardToServer, findRunningServer, createBridge } from './cli/embedded-bridge.ts';
-import { runCommand, USAGE } from './cli/commands.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
-import { isEmbedded } from './db/knex.ts';
+import { createDb, isEmbedded } from './db/knex.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 
 async function serve(config: Config, log: Logger) {
@@ -17,7 +17,9 @@ async function serve(config: Config, log: Logger) {
     throw new ConfigError(`another Latchkey server is already using the embedded database in ${config.dataDir}`);
   }
   const bridge = embedded ? createBridge(config) : undefined;
-  const latchkey = await createLatchkey(config, log, { background: true, bridge });
+  const db = createDb(config);
+  const { createLatchkey } = await import('./app.ts');
+  const latchkey = await createLatchkey(config, log, { background: true, bridge, db });
   const server = latchkey.app.listen(config.port, config.host, () => {
     bridge?.publish(config.port);
     log.info(
@@ -45,7 +47,7 @@ async function serve(config: Config, log: Logger) {
 async function main(argv: string[]): Promise<number | undefined> {
   const [command] = argv;
   if (!command || ['--help', '-h', 'help'].includes(command)) {
-    process.stdout.write(USAGE + '\n');
+    process.stdout.write((await import('./cli/commands.ts')).USAGE + '\n');
     return 0;
   }
   const config = loadConfig();
@@ -57,6 +59,7 @@ async function main(argv: string[]): Promise<number | undefined> {
   const log = createLogger('warn', 'stderr');
   const running = isEmbedded(config) ? findRunningServer(config) : undefined;
   if (running) return forwardToServer(running, argv);
+  const [{ createLatchkey }, { runCommand }] = await Promise.all([import('./app.ts'), import('./cli/commands.ts')]);
   const latchkey = await createLatchkey(config, log, { background: false });
   try {
     return await runCommand(argv, latchkey, config, log, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) });

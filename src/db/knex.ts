@@ -13,15 +13,15 @@ export type Db = Knex;
 // bigint (count(*), bigserial) as JS numbers: our counters never exceed 2^53.
 pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
 
-/** An initialised empty PGlite data directory, made at install time (scripts/embedded-template.ts). */
-export const EMBEDDED_TEMPLATE = fileURLToPath(
-  new URL("../../node_modules/.cache/latchkey/pglite-template.tar.gz", import.meta.url),
-);
+/** A migrated PGlite data directory made at install time (scripts/embedded-template.ts). */
+export const EMBEDDED_TEMPLATE = fileURLToPath(new URL('../../node_modules/.cache/latchkey/pglite-template', import.meta.url));
 
 function embeddedInstance(dir: string): PGlite {
+  // A first start copies the template instead of running initdb and every migration: most of a
+  // cold start. Without the template (install scripts skipped) PGlite initialises from scratch.
   const fresh = !fs.existsSync(path.join(dir, 'PG_VERSION'));
-  if (fresh && fs.existsSync(EMBEDDED_TEMPLATE)) {
-    return new PGlite({ dataDir: dir, loadDataDir: new Blob([fs.readFileSync(EMBEDDED_TEMPLATE)]) });
+  if (fresh && fs.existsSync(path.join(EMBEDDED_TEMPLATE, 'PG_VERSION'))) {
+    fs.cpSync(EMBEDDED_TEMPLATE, dir, { recursive: true });
   }
   return new PGlite({ dataDir: dir });
 }
