@@ -93,6 +93,7 @@ export function registerAccountRoutes(router: Router, deps: FlowDeps, sections: 
     } catch (err) {
       if (!(err instanceof PasskeyError)) throw err;
       await deps.audit(ctx, { type: 'login.failure', userId: account.user.id, data: { method: 'passkey', via: 'reauth', ...(err.audit ? { signal: err.audit } : {}) } });
+      if (err.audit === 'counter_rollback') await deps.audit(ctx, { type: 'passkey.counter_rollback', userId: account.user.id, data: { credential: String(body?.id ?? '').slice(0, 12), via: 'reauth' } });
       ctx.status = 401;
       ctx.body = { error: 'invalid_passkey', error_description: err.message };
     }

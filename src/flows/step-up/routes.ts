@@ -87,9 +87,9 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
   }
 
   /** Records a wrong second factor; after too many, the attempt is over (password again). */
-  async function failed(ctx: Context, details: InteractionDetails, userId: string | undefined, method: string, extra: Record<string, unknown> = {}) {
+  async function failed(ctx: Context, details: InteractionDetails, userId: string | undefined, method: string, extra: Record<string, unknown> = {}, auditUserId = userId) {
     deps.metrics.loginAttempts.inc({ method, result: 'failure' });
-    await deps.audit(ctx, { type: 'login.failure', userId, clientId: String(details.params.client_id), data: { method, ...extra } });
+    await deps.audit(ctx, { type: 'login.failure', userId: auditUserId, clientId: String(details.params.client_id), data: { method, ...extra } });
     if (userId && (await deps.loginThrottle.secondFactorFailure(details.uid, userId))) {
       await clearPending(deps.db, details.uid);
       await deps.audit(ctx, { type: 'login.throttled', userId, clientId: String(details.params.client_id), data: { method } });
@@ -149,7 +149,8 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
       ctx.body = { redirect: await proved(ctx, details, result.userId, pending?.proofs ?? [], result.proof, 'passkey') };
     } catch (err) {
       if (!(err instanceof PasskeyError)) throw err;
-      await failed(ctx, details, pending?.userId, 'passkey', err.audit ? { signal: err.audit } : {});
+      // Throttled against the pending sign-in only; audited against the credential's owner too.
+      await failed(ctx, details, pending?.userId, 'passkey', err.audit ? { signal: err.audit } : {}, pending?.userId ?? err.userId);
       // Passwordless has no pending user: the event names the credential's owner.
       if (err.audit === 'counter_rollback') await deps.audit(ctx, { type: 'passkey.counter_rollback', userId: err.userId ?? pending?.userId, data: { credential: response.id.slice(0, 12) } });
       ctx.status = 401;

@@ -164,9 +164,9 @@ export function createPasskeyMethod(db: Db, config: PasskeyConfig) {
       } catch (err) {
         const message = (err as Error).message;
         if (/counter/i.test(message)) throw new PasskeyError('This passkey reported a signature counter that went backwards; it may be cloned.', 'counter_rollback', stored.user_id);
-        throw new PasskeyError(`The passkey could not be verified: ${message}`);
+        throw new PasskeyError(`The passkey could not be verified: ${message}`, undefined, stored.user_id);
       }
-      if (!verification.verified) throw new PasskeyError('The passkey could not be verified.');
+      if (!verification.verified) throw new PasskeyError('The passkey could not be verified.', undefined, stored.user_id);
       const { newCounter, userVerified, credentialBackedUp } = verification.authenticationInfo;
       // A counter that does not increase (when the authenticator keeps one) signals a clone.
       if ((newCounter > 0 || storedCounter > 0) && newCounter <= storedCounter) {
