@@ -44,7 +44,22 @@ async function serve(config: Config, log: Logger) {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-async function main(argv: string[]): Promise<number | undefined> {
+/**
+ * `--password-stdin`: the password comes from standard input instead of the command line, where
+ * `ps` and shell history would show it. It is put back into argv only inside this process (or
+ * the request body to a running server), never into a process's arguments.
+ */
+async function passwordFromStdin(argv: string[]): Promise<string[]> {
+  const at = argv.indexOf('--password-stdin');
+  if (at < 0) return argv;
+  let input = '';
+  for await (const chunk of process.stdin) input += chunk;
+  const password = input.replace(/\r?\n$/, '');
+  return [...argv.slice(0, at), '--password', password, ...argv.slice(at + 1)];
+}
+
+async function main(rawArgv: string[]): Promise<number | undefined> {
+  const argv = await passwordFromStdin(rawArgv);
   const [command] = argv;
   if (!command || ['--help', '-h', 'help'].includes(command)) {
     process.stdout.write((await import('./cli/commands.ts')).USAGE + '\n');

@@ -22,7 +22,7 @@ export const USAGE = `Usage: latchkey <command> [options]
                  [--backchannel-logout-uri URI] [--resource-server]
   clients list
   clients delete ID
-  users create --email E --password P [--name N] [--verified]
+  users create --email E (--password P | --password-stdin) [--name N] [--verified]
   users list
   keys rotate                            new current signing keys; old ones stay published until tokens expire
   keys list
