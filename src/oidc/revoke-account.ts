@@ -29,6 +29,8 @@ export async function revokeAccountEverywhere(db: Db, provider: Provider, accoun
   const removed = await db.transaction(async (trx) => {
     const rows = await trx('oidc_payloads').where({ account_id: accountId }).whereNot({ model: 'Grant' }).delete(['model']);
     await trx('session_proofs').where({ user_id: accountId }).delete();
+    // Half-done sign-ins too: whoever had the old password must not finish with a second factor.
+    await trx('pending_logins').where({ user_id: accountId }).delete();
     return rows as { model: string }[];
   });
 
