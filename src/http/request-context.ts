@@ -68,7 +68,7 @@ export function errorHandler(views: Views): Middleware {
         throw err;
       }
     } catch (caught) {
-      const err = caught as Error & { status?: number; statusCode?: number; expose?: boolean; type?: string; code?: string };
+      const err = caught as Error & { status?: number; statusCode?: number; expose?: boolean; type?: string; code?: string; retryAfterSeconds?: number };
       let status = err.status ?? err.statusCode ?? 500;
       if (status < 400 || status > 599) status = 500;
       const exposed = status < 500 && err.expose !== false;
@@ -77,6 +77,7 @@ export function errorHandler(views: Views): Middleware {
       if (err.type === 'entity.parse.failed') description = 'The request body is not valid (malformed JSON or form data).';
       if (err.type === 'entity.too.large') description = 'The request body is larger than this server accepts.';
       ctx.status = status;
+      if (status === 429 && err.retryAfterSeconds) ctx.set('Retry-After', String(err.retryAfterSeconds));
       if (wantsJson(ctx)) {
         ctx.body = { error: CODES[status] ?? (status >= 500 ? 'server_error' : 'invalid_request'), error_description: description };
         return;

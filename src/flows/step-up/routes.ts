@@ -13,6 +13,7 @@ import { mergeProofs } from '../../sessions/proofs.ts';
 import type { FlowDeps } from '../context.ts';
 import { interactionResultUrl, loadInteraction, loginResultUrl, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
 import { clearPending, loadPending, savePending } from './pending.ts';
+import { createRateLimit } from '../../security/rate-limit.ts';
 import { nextStep, wantedLevels } from './plan.ts';
 
 function claimsParam(details: InteractionDetails) {
@@ -131,8 +132,11 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
 
   // Passkeys in the sign-in: passwordless (no pending state: the credential names the user) or
   // as the second factor of the pending user. JSON endpoints for the page's script.
+  // Each options request stores a challenge: bounded per IP so nobody fills the table.
+  const challengeLimit = createRateLimit(deps.db, 'passkey_challenge_ip', 60, 60);
   router.post('/interaction/:uid/passkey/options', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
+    await challengeLimit.consume(ctx.ip);
     const pending = await loadPending(deps.db, details.uid);
     ctx.body = await deps.passkeys.authenticationOptions(details.uid, pending?.userId);
   });
