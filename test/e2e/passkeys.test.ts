@@ -143,7 +143,13 @@ async function enterPassword(page: Page, user: User) {
 /** Clicks a passkey button and answers the authenticator's prompt. */
 async function usePasskey(device: Device, button: string) {
   if (await device.page.locator('[data-passkey-autofill]').count()) {
-    await device.page.waitForFunction('window.autofillPending === true');
+    // Polled from here: page.waitForFunction compiles its predicate with eval inside the page,
+    // which our CSP (no 'unsafe-eval') refuses whenever the first check is not already true.
+    const deadline = Date.now() + 10_000;
+    while (!(await device.page.evaluate(() => (globalThis as { autofillPending?: boolean }).autofillPending === true))) {
+      if (Date.now() > deadline) throw new Error('the page never started its autofill passkey request');
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
   await device.present(true);
   await device.page.getByRole('button', { name: button }).click();
