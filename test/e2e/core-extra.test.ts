@@ -11,13 +11,12 @@ import * as jose from 'jose';
 import pg from 'pg';
 import { Browser, asPage, asRedirect, isPage, type Page } from '../helpers/browser.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
+import { REDIRECT, insecure, startAuthorization as startRpAuthorization } from '../helpers/rp.ts';
 import { loopbackFetchEnv } from '../helpers/allow-loopback-fetch.ts';
 
-const REDIRECT = 'http://localhost:9/cb';
 const POST_LOGOUT = 'http://localhost:9/bye';
 const ALICE = { email: 'alice@example.com', password: 'correct horse battery', name: 'Alice Example' };
 const BOB = { email: 'bob@example.com', password: 'bob password 12345', name: 'Bob Example' };
-const insecure = { execute: [oidc.allowInsecureRequests] };
 const POSTGRES = Boolean(process.env.DATABASE_URL);
 const NEEDS_POSTGRES = 'needs DATABASE_URL: two processes cannot open one embedded PGlite database, and the test reads it directly';
 
@@ -27,21 +26,9 @@ type Tokens = Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
 let server: TestServer;
 let rp: oidc.Configuration;
 
-/** Starts an authorization in `browser` and returns the first page (or RP redirect), unsubmitted. */
-async function startAuthorization(browser: Browser, config: oidc.Configuration, params: Record<string, string> = {}) {
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const url = oidc.buildAuthorizationUrl(config, {
-    redirect_uri: REDIRECT,
-    scope: 'openid email profile offline_access',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    prompt: 'consent',
-    ...params,
-  });
-  return { step: await browser.get(url.href), verifier, state };
-}
+/** Starts an authorization in `browser` (offline access, consent prompted) and returns the first page (or RP redirect), unsubmitted. */
+const startAuthorization = (browser: Browser, config: oidc.Configuration, params: Record<string, string> = {}) =>
+  startRpAuthorization(browser, config, { scope: 'openid email profile offline_access', prompt: 'consent', ...params });
 
 const isLoginPage = (step: Page | { redirect: string }): step is Page => isPage(step) && Boolean(step.doc.querySelector('input[name=password]'));
 

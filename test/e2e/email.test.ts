@@ -11,10 +11,9 @@ import * as jose from 'jose';
 import { loopbackFetchEnv } from '../helpers/allow-loopback-fetch.ts';
 import { Browser, asPage, asRedirect, isPage, type Page } from '../helpers/browser.ts';
 import { freePort, startServer, type TestServer } from '../helpers/server.ts';
+import { REDIRECT, insecure, startAuthorization } from '../helpers/rp.ts';
 import { SmtpSink, type ReceivedMail } from '../helpers/smtp-sink.ts';
 
-const REDIRECT = 'http://localhost:9/cb';
-const insecure = { execute: [oidc.allowInsecureRequests] };
 const FAST_MAIL = { MAIL_POLL_INTERVAL: '1', MAIL_RETRY_BASE: '1', MAIL_RETRY_MAX_DELAY: '2' };
 
 let sink: SmtpSink;
@@ -32,21 +31,6 @@ async function createRp(srv: TestServer, id: string, extra: string[] = []): Prom
 
 async function createUser(srv: TestServer, email: string, password: string, verified = true) {
   await srv.cli(['users', 'create', '--email', email, '--password', password, '--name', email.split('@')[0]!, ...(verified ? ['--verified'] : [])]);
-}
-
-/** Starts an authorization in `browser`; returns the first page (or the RP redirect) and what the exchange needs. */
-async function startAuthorization(browser: Browser, config: oidc.Configuration, params: Record<string, string> = {}) {
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const url = oidc.buildAuthorizationUrl(config, {
-    redirect_uri: REDIRECT,
-    scope: 'openid email profile',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    ...params,
-  });
-  return { step: await browser.get(url.href), verifier, state };
 }
 
 async function exchange(config: oidc.Configuration, step: Page | { redirect: string }, started: { verifier: string; state: string }) {

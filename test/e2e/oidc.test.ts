@@ -6,29 +6,17 @@ import * as oidc from 'openid-client';
 import * as jose from 'jose';
 import { Browser, asPage, asRedirect, isPage, type Page } from '../helpers/browser.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
+import { REDIRECT, insecure, startAuthorization } from '../helpers/rp.ts';
 
-const REDIRECT = 'http://localhost:9/cb';
 const POST_LOGOUT = 'http://localhost:9/bye';
 const ALICE = { email: 'alice@example.com', password: 'correct horse battery', name: 'Alice Example' };
-const insecure = { execute: [oidc.allowInsecureRequests] };
 
 let server: TestServer;
 let rp: oidc.Configuration;
 let rpSecret: string;
 
 async function signInAndGetCode(browser: Browser, config: oidc.Configuration, params: Record<string, string> = {}, credentials: { email: string; password: string } = ALICE) {
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const url = oidc.buildAuthorizationUrl(config, {
-    redirect_uri: REDIRECT,
-    scope: 'openid email profile offline_access',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    prompt: 'consent',
-    ...params,
-  });
-  let step = await browser.get(url.href);
+  let { step, verifier, state } = await startAuthorization(browser, config, { scope: 'openid email profile offline_access', prompt: 'consent', ...params });
   if (isPage(step) && step.doc.querySelector('input[name=password]')) {
     step = await browser.submit(step, 'form[action$="/login"]', { email: credentials.email, password: credentials.password });
   }

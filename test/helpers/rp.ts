@@ -1,7 +1,7 @@
 // Relying-party helpers over openid-client: authorize through the hosted pages, walking each
 // page the way a person would, and report which pages appeared and what the tokens say.
 import * as oidc from 'openid-client';
-import { Browser, asPage, isPage, type Page } from './browser.ts';
+import { Browser, isPage, type Page } from './browser.ts';
 
 export const REDIRECT = 'http://localhost:9/cb';
 export const insecure = { execute: [oidc.allowInsecureRequests] };
@@ -23,6 +23,24 @@ export function pageKind(page: Page): PageKind {
   return 'other';
 }
 
+/**
+ * Builds an authorization request (PKCE S256, random state, `params` on top of the defaults) and
+ * opens it in `browser`: returns the first page (or the RP redirect) and what the exchange needs.
+ */
+export async function startAuthorization(browser: Browser, config: oidc.Configuration, params: Record<string, string> = {}) {
+  const verifier = oidc.randomPKCECodeVerifier();
+  const state = oidc.randomState();
+  const url = oidc.buildAuthorizationUrl(config, {
+    redirect_uri: REDIRECT,
+    scope: 'openid email profile',
+    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state,
+    ...params,
+  });
+  return { step: await browser.get(url.href), verifier, state };
+}
+
 export interface AuthorizeOutcome {
   pages: PageKind[];
   /** The last page when the walk stopped on one (enrolment, an error…). */
@@ -39,18 +57,10 @@ export async function authorize(
   params: Record<string, string> = {},
   stopAt: PageKind[] = ['enroll', 'other'],
 ): Promise<AuthorizeOutcome> {
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const url = oidc.buildAuthorizationUrl(config, {
-    redirect_uri: REDIRECT,
-    scope: 'openid email profile',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    ...params,
-  });
+  const started = await startAuthorization(browser, config, params);
+  const { verifier, state } = started;
   const pages: PageKind[] = [];
-  let step = await browser.get(url.href);
+  let step = started.step;
   for (let i = 0; i < 10 && isPage(step); i++) {
     const page = step;
     const kind = pageKind(page);
@@ -65,8 +75,4 @@ export async function authorize(
   if (callback.searchParams.get('error')) return { pages, callback };
   const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state });
   return { pages, callback, tokens };
-}
-
-export function asPageOrThrow(x: Parameters<typeof asPage>[0]) {
-  return asPage(x);
 }

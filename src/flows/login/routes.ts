@@ -5,7 +5,7 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { RateLimitedError } from '../../security/rate-limit.ts';
 import type { FlowDeps } from '../context.ts';
-import { existingProofs, finishInteraction, loadInteraction, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
+import { clientName, existingProofs, finishInteraction, loadInteraction, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
 import { showConsent } from '../consent/routes.ts';
 import { continueSignIn } from '../step-up/routes.ts';
 import { showVerifyEmailPrompt } from '../verify-email/routes.ts';
@@ -22,8 +22,7 @@ const INVALID = 'Incorrect email or password.';
 const STEP_UP_REASONS = new Set(['acr_values', 'essential_acr', 'essential_acrs']);
 
 async function clientLabel(deps: FlowDeps, details: InteractionDetails): Promise<string | undefined> {
-  const client = await deps.provider().Client.find(String(details.params.client_id));
-  return client?.clientName ?? client?.clientId;
+  return clientName(details, await deps.provider().Client.find(String(details.params.client_id)));
 }
 
 export async function renderLogin(deps: FlowDeps, ctx: Context, details: InteractionDetails, extra: Record<string, unknown> = {}, status = 200) {
