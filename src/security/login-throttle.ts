@@ -7,10 +7,10 @@
 // - keys are the typed address (hashed), so unknown addresses behave exactly like known ones.
 import crypto from 'node:crypto';
 import type { Context } from 'koa';
-import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterRes, type RateLimiterPostgres } from 'rate-limiter-flexible';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/knex.ts';
-import { poolLike, RateLimitedError } from './rate-limit.ts';
+import { postgresLimiter, RateLimitedError } from './rate-limit.ts';
 import { sha256Hex } from './crypto.ts';
 
 const DEVICE_COOKIE = 'lk.device';
@@ -18,17 +18,7 @@ const DEVICE_COOKIE_MAX_ACCOUNTS = 5;
 const WINDOW_SECONDS = 15 * 60;
 
 export function createLoginThrottle(db: Db, config: Pick<Config, 'rateLimits' | 'secureCookies'>, deviceKey: Buffer) {
-  const limiter = (keyPrefix: string, points: number) =>
-    new RateLimiterPostgres({
-      storeClient: poolLike(db),
-      storeType: 'pool',
-      tableName: 'rate_limits',
-      tableCreated: true,
-      clearExpiredByTimeout: false,
-      keyPrefix,
-      points,
-      duration: WINDOW_SECONDS,
-    });
+  const limiter = (name: string, points: number) => postgresLimiter(db, name, points, WINDOW_SECONDS);
   const perIp = limiter('login_fail_ip', config.rateLimits.loginPerIp);
   const perAccount = limiter('login_fail_account', config.rateLimits.loginPerAccount);
   // Second factors: a few wrong codes end the attempt (the password must be given again), and

@@ -17,7 +17,7 @@ interface KnexClient {
 }
 
 /** A `pg.Pool`-shaped client over knex's connection pool (pg.Client and PGlite both take query(text, values)). */
-export function poolLike(db: Db) {
+function poolLike(db: Db) {
   const client = db.client as unknown as KnexClient;
   return {
     async query(q: { text: string; values?: unknown[] }) {
@@ -49,9 +49,9 @@ export interface RateLimit {
   consume(...keys: string[]): Promise<void>;
 }
 
-/** `points` attempts per `durationSeconds` for each key, under `name`. Keys are hashed (they may be addresses). */
-export function createRateLimit(db: Db, name: string, points: number, durationSeconds: number): RateLimit {
-  const limiter = new RateLimiterPostgres({
+/** A counter in the shared `rate_limits` table: `points` per `durationSeconds` per key, under `name`. */
+export function postgresLimiter(db: Db, name: string, points: number, durationSeconds: number): RateLimiterPostgres {
+  return new RateLimiterPostgres({
     storeClient: poolLike(db),
     storeType: 'pool',
     tableName: 'rate_limits',
@@ -61,6 +61,11 @@ export function createRateLimit(db: Db, name: string, points: number, durationSe
     points,
     duration: durationSeconds,
   });
+}
+
+/** `points` attempts per `durationSeconds` for each key, under `name`. Keys are hashed (they may be addresses). */
+export function createRateLimit(db: Db, name: string, points: number, durationSeconds: number): RateLimit {
+  const limiter = postgresLimiter(db, name, points, durationSeconds);
   return {
     async consume(...keys) {
       let retryAfter = 0;
