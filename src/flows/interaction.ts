@@ -49,8 +49,7 @@ export function timedProofs(successes: MethodSuccess[], at = Math.floor(Date.now
 /** What the browser's existing session already proved, when it belongs to `accountId`. */
 export async function existingProofs(deps: FlowDeps, details: InteractionDetails, accountId: string): Promise<Proof[]> {
   if (!details.session?.uid || details.session.accountId !== accountId) return [];
-  const stored = await loadSessionProofs(deps.db, details.session.uid);
-  return stored?.userId === accountId ? stored.proofs : [];
+  return loadSessionProofs(deps.db, details.session.uid, accountId);
 }
 
 /**

@@ -14,8 +14,7 @@ export async function sessionProofs(ctx: KoaContextWithOIDC, db: Db): Promise<Pr
   if (fresh) return fresh;
   const session = ctx.oidc.session;
   if (!session?.uid || !session.accountId) return [];
-  const stored = await loadSessionProofs(db, session.uid);
-  return stored?.userId === session.accountId ? stored.proofs : [];
+  return loadSessionProofs(db, session.uid, session.accountId);
 }
 
 export function createInteractionPolicy(assurance: AssurancePolicy, db: Db, factors: FactorRegistry) {

@@ -3,14 +3,13 @@
 import type { Db } from '../db/knex.ts';
 import type { Proof } from '../oidc/assurance.ts';
 
-export interface SessionProofs {
-  userId: string;
-  proofs: Proof[];
-}
-
-export async function loadSessionProofs(db: Db, sessionUid: string): Promise<SessionProofs | undefined> {
+/**
+ * What session `sessionUid` has proven for `userId`; nothing when the session belongs to someone
+ * else (a session that changed hands never lends its proofs to the new user).
+ */
+export async function loadSessionProofs(db: Db, sessionUid: string, userId: string): Promise<Proof[]> {
   const row = await db('session_proofs').where({ session_uid: sessionUid }).first('user_id', 'proofs');
-  return row ? { userId: row.user_id, proofs: row.proofs as Proof[] } : undefined;
+  return row?.user_id === userId ? (row.proofs as Proof[]) : [];
 }
 
 export async function saveSessionProofs(db: Db, sessionUid: string, userId: string, proofs: Proof[]): Promise<void> {

@@ -48,8 +48,7 @@ export async function currentAccount(deps: FlowDeps, ctx: Context): Promise<Acco
   if (!session?.accountId || !session.uid) return undefined;
   const user = await findUserById(deps.db, session.accountId);
   if (!user || user.status !== 'active') return undefined;
-  const stored = await loadSessionProofs(deps.db, session.uid);
-  const proofs = stored?.userId === user.id ? stored.proofs : [];
+  const proofs = await loadSessionProofs(deps.db, session.uid, user.id);
   return { user, sessionUid: session.uid, proofs, assurance: assess(proofs, deps.assurance) };
 }
 
