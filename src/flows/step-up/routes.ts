@@ -4,7 +4,7 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
-import { findUserById } from '../../identity/users.ts';
+import { findUserById, type User } from '../../identity/users.ts';
 import { PasskeyError } from '../../methods/passkey/index.ts';
 import { totpProof } from '../../methods/totp/index.ts';
 import type { MethodSuccess } from '../../methods/types.ts';
@@ -103,31 +103,33 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
     await renderFactorPage(ctx, details);
   });
 
-  router.post('/interaction/:uid/factor/totp', async (ctx) => {
-    const details = await loadInteraction(deps, ctx);
-    const { pending, user } = await requirePending(deps, ctx, details);
-    const parsed = codeForm.safeParse((ctx.request as { body?: unknown }).body);
-    const success = parsed.success ? await deps.totp.verify(user.id, parsed.data.code) : null;
-    if (!success) {
-      await failed(ctx, details, user.id, 'totp');
-      return renderFactorPage(ctx, details, 'That code is not valid or was already used. Enter the current code from your app.', 401);
-    }
-    redirectSeeOther(ctx, await proved(ctx, details, user.id, pending.proofs, success, 'totp'));
-  });
+  /** A typed second factor (authenticator code, recovery code): verify, or show the page again. */
+  function codeFactorRoute(
+    path: string,
+    method: string,
+    verify: (userId: string, code: string) => Promise<MethodSuccess | null>,
+    refusal: string,
+    afterSuccess?: (ctx: Context, user: User) => Promise<void>,
+  ) {
+    router.post(`/interaction/:uid/factor/${path}`, async (ctx) => {
+      const details = await loadInteraction(deps, ctx);
+      const { pending, user } = await requirePending(deps, ctx, details);
+      const parsed = codeForm.safeParse((ctx.request as { body?: unknown }).body);
+      const success = parsed.success ? await verify(user.id, parsed.data.code) : null;
+      if (!success) {
+        await failed(ctx, details, user.id, method);
+        return renderFactorPage(ctx, details, refusal, 401);
+      }
+      await afterSuccess?.(ctx, user);
+      redirectSeeOther(ctx, await proved(ctx, details, user.id, pending.proofs, success, method));
+    });
+  }
 
-  router.post('/interaction/:uid/factor/recovery', async (ctx) => {
-    const details = await loadInteraction(deps, ctx);
-    const { pending, user } = await requirePending(deps, ctx, details);
-    const parsed = codeForm.safeParse((ctx.request as { body?: unknown }).body);
-    const success = parsed.success ? await deps.recoveryCodes.verify(user.id, parsed.data.code) : null;
-    if (!success) {
-      await failed(ctx, details, user.id, 'recovery-code');
-      return renderFactorPage(ctx, details, 'That recovery code is not valid or was already used.', 401);
-    }
+  codeFactorRoute('totp', 'totp', deps.totp.verify, 'That code is not valid or was already used. Enter the current code from your app.');
+  codeFactorRoute('recovery', 'recovery-code', deps.recoveryCodes.verify, 'That recovery code is not valid or was already used.', async (ctx, user) => {
     const remaining = await deps.recoveryCodes.remaining(user.id);
     await deps.audit(ctx, { type: 'recovery_code.used', userId: user.id, data: { remaining } });
     await deps.notify?.(user, 'recovery-code-used', { remaining });
-    redirectSeeOther(ctx, await proved(ctx, details, user.id, pending.proofs, success, 'recovery-code'));
   });
 
   // Passkeys in the sign-in: passwordless (no pending state: the credential names the user) or
