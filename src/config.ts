@@ -18,6 +18,9 @@ const envSchema = z.object({
   LATCHKEY_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   COOKIE_SECRETS: z.string().optional(),
   TRUST_PROXY: bool.default(false),
+  // Proxies in front of us that append to X-Forwarded-For: the client IP is the entry they added.
+  TRUST_PROXY_HOPS: z.coerce.number().int().min(1).default(1),
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PRODUCT_NAME: z.string().default('Latchkey'),
   THEME_DIR: z.string().optional(),
@@ -47,8 +50,14 @@ const envSchema = z.object({
   WEBAUTHN_RP_NAME: z.string().optional(),
   LOGIN_RATE_LIMIT_PER_IP: int(30),
   LOGIN_RATE_LIMIT_PER_ACCOUNT: int(10),
+  FACTOR_RATE_LIMIT_PER_ATTEMPT: z.coerce.number().int().min(1).default(5),
+  FACTOR_RATE_LIMIT_PER_USER: z.coerce.number().int().min(1).default(20),
+  REAUTH_MAX_FAILURES: z.coerce.number().int().min(1).default(5),
+  SIGNUP_RATE_LIMIT_PER_IP: z.coerce.number().int().min(1).default(10),
+  REFRESH_REUSE_GRACE: int(5),
   // Mail: transport, outbox retries, emailed-link lifetimes, verification policy, mail rate limits.
   SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
+  MAIL_TRANSPORT: z.enum(['smtp', 'log']).optional(),
   MAIL_FROM: z.string().optional(),
   MAIL_POLL_INTERVAL: z.coerce.number().int().min(1).default(10),
   MAIL_RETRY_BASE: z.coerce.number().int().min(1).default(30),
@@ -76,6 +85,12 @@ function buildConfig(env: z.infer<typeof envSchema>) {
   if (production && !env.LATCHKEY_SECRET) {
     throw new ConfigError('LATCHKEY_SECRET is required when NODE_ENV=production (at least 32 random characters)');
   }
+  const mailTransport = env.MAIL_TRANSPORT ?? (env.SMTP_URL ? 'smtp' : 'log');
+  if (mailTransport === 'smtp' && !env.SMTP_URL) throw new ConfigError('MAIL_TRANSPORT=smtp needs SMTP_URL');
+  // The log transport prints live sign-in and reset links: never by accident in production.
+  if (production && !env.SMTP_URL && env.MAIL_TRANSPORT !== 'log') {
+    throw new ConfigError('SMTP_URL is required when NODE_ENV=production (or set MAIL_TRANSPORT=log to print mail to the log on purpose)');
+  }
   return {
     env: env.NODE_ENV,
     production,
@@ -89,6 +104,8 @@ function buildConfig(env: z.infer<typeof envSchema>) {
     rootSecret: env.LATCHKEY_SECRET,
     cookieSecrets: env.COOKIE_SECRETS?.split(',').map((s) => s.trim()).filter(Boolean),
     trustProxy: env.TRUST_PROXY,
+    trustProxyHops: env.TRUST_PROXY_HOPS,
+    metricsToken: env.METRICS_TOKEN,
     logLevel: env.LOG_LEVEL,
     productName: env.PRODUCT_NAME,
     themeDir: env.THEME_DIR ? path.resolve(env.THEME_DIR) : undefined,
@@ -117,9 +134,19 @@ function buildConfig(env: z.infer<typeof envSchema>) {
       origin: env.WEBAUTHN_ORIGIN ?? new URL(issuer).origin,
       rpName: env.WEBAUTHN_RP_NAME ?? env.PRODUCT_NAME,
     },
-    rateLimits: { loginPerIp: env.LOGIN_RATE_LIMIT_PER_IP, loginPerAccount: env.LOGIN_RATE_LIMIT_PER_ACCOUNT },
+    rateLimits: {
+      loginPerIp: env.LOGIN_RATE_LIMIT_PER_IP,
+      loginPerAccount: env.LOGIN_RATE_LIMIT_PER_ACCOUNT,
+      factorPerAttempt: env.FACTOR_RATE_LIMIT_PER_ATTEMPT,
+      factorPerUser: env.FACTOR_RATE_LIMIT_PER_USER,
+      reauthMaxFailures: env.REAUTH_MAX_FAILURES,
+      signupPerIp: env.SIGNUP_RATE_LIMIT_PER_IP,
+    },
+    /** Seconds after a refresh token's rotation in which presenting it again is a retry, not reuse. */
+    refreshReuseGraceSeconds: env.REFRESH_REUSE_GRACE,
     mail: {
       smtpUrl: env.SMTP_URL,
+      transport: mailTransport,
       /** A full From header (`Name <addr>`) or, by default, the product name at no-reply@<issuer host>. */
       from: env.MAIL_FROM ?? { name: env.PRODUCT_NAME, address: `no-reply@${new URL(issuer).hostname}` },
       pollIntervalSeconds: env.MAIL_POLL_INTERVAL,

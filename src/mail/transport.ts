@@ -21,8 +21,8 @@ export interface MailTransport {
 const LINK_RE = /https?:\/\/[^\s<>"')]+/g;
 
 export function createMailTransport(config: Pick<Config, 'mail'>, log: Logger): MailTransport {
-  const { smtpUrl, from } = config.mail;
-  if (!smtpUrl) {
+  const { smtpUrl, from, transport } = config.mail;
+  if (transport === 'log' || !smtpUrl) {
     return {
       kind: 'dev',
       async send(mail) {
