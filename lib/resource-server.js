@@ -4,6 +4,8 @@
 // the protected resource needs, and otherwise answers 401 with
 //   WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values="…", max_age=…
 // so the client can send the user back through Latchkey with those parameters.
+// Only access tokens pass (a refresh token is not a bearer credential), and when the guard is
+// given an `audience`, only tokens issued for it.
 
 /** acr values from weakest to strongest; a request for one is met by any stronger one. */
 export const DEFAULT_ACR_RANKING = ['urn:latchkey:acr:pwd', 'urn:latchkey:acr:mfa', 'urn:latchkey:acr:phr'];
@@ -59,13 +61,41 @@ export function checkAuthentication(claims, requirement = {}) {
   return { ok: true };
 }
 
+/** Token types of access tokens in introspection answers; refresh tokens have none. */
+const ACCESS_TOKEN_TYPES = new Set(['bearer', 'dpop']);
+
+/**
+ * Pure check that introspected claims describe an active access token for this resource server.
+ * @param {{ active?: boolean, token_type?: string, aud?: string | string[] }} claims
+ * @param {{ audience?: string | string[] }} options the token's `aud` must contain this (one of these, for an array, as in JWT libraries)
+ * @returns {{ ok: true } | { ok: false, status: 401, wwwAuthenticate: string, body: object }}
+ */
+export function checkAccessToken(claims, { audience } = {}) {
+  const fail = (description) => ({
+    ok: false,
+    status: 401,
+    wwwAuthenticate: bearerChallenge({ error: 'invalid_token', description }),
+    body: { error: 'invalid_token', error_description: description },
+  });
+  if (!claims?.active) return fail('the access token is not active');
+  if (typeof claims.token_type !== 'string' || !ACCESS_TOKEN_TYPES.has(claims.token_type.toLowerCase())) {
+    return fail('the token is not an access token');
+  }
+  if (audience !== undefined) {
+    const wanted = Array.isArray(audience) ? audience : [audience];
+    const aud = Array.isArray(claims.aud) ? claims.aud : claims.aud === undefined ? [] : [claims.aud];
+    if (!wanted.some((a) => aud.includes(a))) return fail('the access token is not meant for this resource');
+  }
+  return { ok: true };
+}
+
 /**
  * A guard bound to one Latchkey issuer and a resource-server client (client_credentials client
  * allowed to introspect). `guard.check(authorizationHeader, requirement)` resolves to the check's
  * result plus the token claims; `guard.middleware(requirement)` is a node:http/Express-style
  * `(req, res, next)` handler that answers 401 itself.
  */
-export function createStepUpGuard({ issuer, clientId, clientSecret, ranking = DEFAULT_ACR_RANKING, fetchImpl = fetch }) {
+export function createStepUpGuard({ issuer, clientId, clientSecret, audience, ranking = DEFAULT_ACR_RANKING, fetchImpl = fetch }) {
   let introspectionEndpoint;
   async function endpoint() {
     if (!introspectionEndpoint) {
@@ -83,7 +113,7 @@ export function createStepUpGuard({ issuer, clientId, clientSecret, ranking = DE
         'content-type': 'application/x-www-form-urlencoded',
         authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`,
       },
-      body: new URLSearchParams({ token }),
+      body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
     });
     if (!res.ok) throw new Error(`introspection failed: ${res.status}`);
     return res.json();
@@ -95,6 +125,8 @@ export function createStepUpGuard({ issuer, clientId, clientSecret, ranking = DE
       return { ok: false, status: 401, wwwAuthenticate: 'Bearer', body: { error: 'invalid_request', error_description: 'a bearer token is required' } };
     }
     const claims = await introspect(match[1]);
+    const token = checkAccessToken(claims, { audience });
+    if (!token.ok) return { ...token, claims };
     return { ...checkAuthentication(claims, { ...requirement, ranking }), claims };
   }
 

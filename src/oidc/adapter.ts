@@ -3,7 +3,14 @@
 // stored and `jti` is stripped from the payload at rest (find() puts it back from the caller's id).
 // Models also looked up by another key (Session by uid, DeviceCode by user code) keep their id
 // sealed (AES-256-GCM), because the library saves what those lookups return.
-import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+//
+// Refresh-token reuse grace (RFC 9700 §4.14.2): oidc-provider revokes the grant as soon as a
+// consumed refresh token comes back. Within `refreshReuseGraceSeconds` of its rotation, a refresh
+// token presented again at the token endpoint (two concurrent refreshes, a retry after a lost
+// response) is shown to the library as unconsumed, so it rotates it once more: the caller gets a
+// valid token set and the tokens issued by the first rotation stay valid. After the grace the
+// library sees the consumed token and revokes the grant (one sign-in's family, see grants.ts).
+import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import type { Db } from '../db/knex.ts';
 import { decrypt, encrypt, sha256Hex } from '../security/crypto.ts';
 
@@ -22,9 +29,27 @@ interface Row {
   payload: AdapterPayload;
   consumed_at: Date | null;
   id_sealed?: string | null;
+  in_grace?: boolean;
 }
 
 const COLUMNS = ['payload', 'consumed_at', 'id_sealed'];
+
+export interface AdapterOptions {
+  /** Seconds after a refresh token's rotation in which presenting it again is a retry, not reuse (0: none). */
+  refreshReuseGraceSeconds?: number;
+}
+
+/** True while oidc-provider handles a refresh_token grant: the only place the grace applies. */
+function inRefreshGrant(): boolean {
+  const ctx = Provider.ctx;
+  return ctx?.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'refresh_token';
+}
+
+/** Marks the request as served within the grace, for the audit of the tokens it issues. */
+function markGraceRetry(): void {
+  const ctx = Provider.ctx;
+  if (ctx) ctx.state.refreshGraceRetry = true;
+}
 
 /** What oidc-provider stores but never reads back, and must not sit in the database in clear. */
 function scrub(model: string, payload: AdapterPayload): Omit<AdapterPayload, 'jti' | 'consumed'> {
@@ -37,8 +62,16 @@ function scrub(model: string, payload: AdapterPayload): Omit<AdapterPayload, 'jt
   return stored;
 }
 
-export function createAdapterClass(db: Db, atRestKey: Buffer, findClient: (clientId: string) => Promise<AdapterPayload | undefined>) {
+export function createAdapterClass(
+  db: Db,
+  atRestKey: Buffer,
+  findClient: (clientId: string) => Promise<AdapterPayload | undefined>,
+  options: AdapterOptions = {},
+) {
   const aad = (model: string) => `oidc-id:${model}`;
+  const grace = options.refreshReuseGraceSeconds ?? 0;
+  // Compared on the database's clock, the one that wrote consumed_at.
+  const inGrace = () => db.raw('(consumed_at > now() - make_interval(secs => ?)) as in_grace', [grace]);
 
   function revive(model: string, row: Row | undefined, id: string | undefined): AdapterPayload | undefined {
     if (!row) return undefined;
@@ -83,9 +116,21 @@ export function createAdapterClass(db: Db, atRestKey: Buffer, findClient: (clien
         .merge(['payload', 'id_sealed', 'grant_id', 'uid', 'user_code', 'account_id', 'client_id', 'expires_at']);
     }
 
+    private get graceApplies(): boolean {
+      return this.model === 'RefreshToken' && grace > 0;
+    }
+
     async find(id: string): Promise<AdapterPayload | undefined> {
       // Clients are registered through the CLI into their own table, not stored as artifacts.
       if (this.model === 'Client') return findClient(id);
+      if (this.graceApplies && inRefreshGrant()) {
+        const row = (await this.live().where(this.key(id)).first([...COLUMNS, inGrace()])) as Row | undefined;
+        if (row?.in_grace) {
+          markGraceRetry();
+          return revive(this.model, { ...row, consumed_at: null }, id);
+        }
+        return revive(this.model, row, id);
+      }
       const row = await this.live().where(this.key(id)).first(COLUMNS);
       return revive(this.model, row, id);
     }
@@ -103,10 +148,18 @@ export function createAdapterClass(db: Db, atRestKey: Buffer, findClient: (clien
     async consume(id: string): Promise<void> {
       // One atomic statement: of two concurrent consumers only the first sets consumed_at.
       // The library checks isConsumed before calling us; losing that race here means the same
-      // code or refresh token was redeemed twice at once, which is reuse: kill the grant.
+      // code or refresh token was redeemed twice at once, which is reuse: kill the grant. A
+      // refresh token consumed within the grace is a retry: it keeps its first rotation time
+      // (the grace is not extended) and this rotation proceeds.
       const updated = await db(TABLE).where(this.key(id)).whereNull('consumed_at').update({ consumed_at: db.fn.now() }, ['grant_id']);
       if (updated.length === 0) {
-        const row = await db(TABLE).where(this.key(id)).first('grant_id');
+        const row = (await db(TABLE)
+          .where(this.key(id))
+          .first(this.graceApplies ? ['grant_id', inGrace()] : ['grant_id'])) as { grant_id: string | null; in_grace?: boolean } | undefined;
+        if (row?.in_grace) {
+          markGraceRetry();
+          return;
+        }
         if (row?.grant_id) await revokeGrantEverywhere(db, row.grant_id);
         throw new errors.InvalidGrant('grant request is invalid');
       }

@@ -5,6 +5,8 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Audit } from '../security/audit.ts';
 import type { Db } from '../db/knex.ts';
+import { findUserById } from '../identity/users.ts';
+import type { Mailer } from '../mail/index.ts';
 import { saveSessionProofs } from '../sessions/proofs.ts';
 import type { Proof } from './assurance.ts';
 
@@ -20,7 +22,23 @@ function accountOf(ctx: KoaContextWithOIDC): string | undefined {
   return ctx.oidc?.session?.accountId ?? e?.AuthorizationCode?.accountId ?? e?.RefreshToken?.accountId ?? e?.Grant?.accountId;
 }
 
-export function attachProviderEvents(provider: Provider, db: Db, audit: Audit, metrics: Metrics, log: Logger): void {
+/** Tells the user that a used refresh token came back: someone may hold a copy of the app's tokens. */
+async function mailRefreshReuse(db: Db, mail: Mailer, ctx: KoaContextWithOIDC, accountId: string): Promise<void> {
+  const user = await findUserById(db, accountId);
+  if (!user || user.status !== 'active') return;
+  const client = ctx.oidc.client;
+  await mail.enqueue(db, user.email, 'refresh-token-reuse', {
+    name: user.name,
+    email: user.email,
+    clientName: client?.clientName ?? client?.clientId,
+    detectedAt: new Date().toUTCString(),
+    accountLink: mail.link('/account'),
+    resetLink: mail.link('/forgot-password'),
+  });
+  mail.kick();
+}
+
+export function attachProviderEvents(provider: Provider, db: Db, audit: Audit, metrics: Metrics, log: Logger, mail: Mailer): void {
   // The login result carries each factor's proof; the session uid is known only now.
   provider.on('interaction.ended', (ctx: KoaContextWithOIDC) => {
     const proofs = (ctx.oidc.result as { latchkey?: { proofs?: Proof[] } } | undefined)?.latchkey?.proofs;
@@ -30,14 +48,25 @@ export function attachProviderEvents(provider: Provider, db: Db, audit: Audit, m
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     const grantType = String(ctx.oidc.params?.grant_type ?? 'unknown');
     metrics.tokensIssued.inc({ grant_type: grantType });
-    void audit(ctx, { type: 'token.issued', userId: accountOf(ctx), clientId: ctx.oidc.client?.clientId, data: { grantType } });
+    // A used refresh token presented again within REFRESH_REUSE_GRACE (see adapter.ts): served, but on record.
+    const data = ctx.state.refreshGraceRetry ? { grantType, graceRetry: true } : { grantType };
+    void audit(ctx, { type: 'token.issued', userId: accountOf(ctx), clientId: ctx.oidc.client?.clientId, data });
   });
   provider.on('grant.revoked', (ctx: KoaContextWithOIDC, grantId: string) => {
     // Revoking a grant from the token endpoint only happens when a used refresh token or code comes back.
     const reuse = ctx.oidc?.route === 'token';
     const type = reuse ? 'token.reuse_detected' : ctx.oidc?.route === 'revocation' ? 'token.revoked' : 'grant.revoked';
     const grantRef = grantId.slice(0, 8);
-    void audit(ctx, { type, userId: accountOf(ctx), clientId: ctx.oidc?.client?.clientId, data: { grant: grantRef, route: ctx.oidc?.route } });
+    const grantType = reuse ? String(ctx.oidc.params?.grant_type ?? 'unknown') : undefined;
+    const userId = accountOf(ctx);
+    void audit(ctx, { type, userId, clientId: ctx.oidc?.client?.clientId, data: { grant: grantRef, route: ctx.oidc?.route, grantType } });
+    // A refresh token used after its grace: this device's tokens are revoked, and the user is told.
+    if (reuse && grantType === 'refresh_token' && userId) {
+      deferUntilResponse(
+        ctx,
+        mailRefreshReuse(db, mail, ctx, userId).catch((err: Error) => log.error({ event: 'mail.enqueue_failed', err: err.message }, 'refresh reuse mail not queued')),
+      );
+    }
   });
   provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
     void audit(ctx, { type: 'logout', userId: ctx.oidc.session?.accountId, clientId: ctx.oidc.client?.clientId });

@@ -10,7 +10,7 @@ import type { ClientStore } from './clients.ts';
 import { createInteractionPolicy } from './policy.ts';
 import { withVerifiedEmailPrompt } from './verified-email.ts';
 import type { FactorRegistry } from '../methods/registry.ts';
-import { findRememberedGrant } from './grants.ts';
+import { loadSessionGrant } from './grants.ts';
 import { ACCOUNT_CLIENT_ID } from '../flows/account/session.ts';
 
 export const SCOPES = ['openid', 'profile', 'email', 'offline_access'] as const;
@@ -58,16 +58,20 @@ export function createProvider(deps: ProviderDeps): Provider {
   }
 
   const cookieBase = { httpOnly: true, sameSite: 'lax' as const, secure: config.secureCookies, signed: true };
+  // Over https the session cookie is `__Host-` (Secure, Path=/, no Domain: no subdomain can set or
+  // shadow it). Interaction and resume cookies are path-scoped, so `__Secure-` is the most they take.
+  const hostPrefix = config.secureCookies ? '__Host-' : '';
+  const securePrefix = config.secureCookies ? '__Secure-' : '';
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(db, deps.atRestKey, (id) => clients.findForProvider(id)),
+    adapter: createAdapterClass(db, deps.atRestKey, (id) => clients.findForProvider(id), { refreshReuseGraceSeconds: config.refreshReuseGraceSeconds }),
     findAccount,
     jwks: deps.jwks as Configuration['jwks'],
     cookies: {
       keys: deps.cookieKeys,
-      long: { ...cookieBase },
+      long: { ...cookieBase, path: '/' },
       short: { ...cookieBase },
-      names: { session: 'lk.session', interaction: 'lk.interaction', resume: 'lk.resume' },
+      names: { session: `${hostPrefix}lk.session`, interaction: `${securePrefix}lk.interaction`, resume: `${securePrefix}lk.resume` },
     },
     claims: {
       // acr/amr/auth_time in every ID token, not only when the RP asked: RPs must be able to rely on them.
@@ -144,8 +148,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       },
     },
     pkce: {
-      // Public clients must use PKCE (S256 is the only method the library accepts).
-      required: (_ctx, client) => client.tokenEndpointAuthMethod === 'none',
+      // Every client, confidential ones too (RFC 9700 §2.1.1); S256 is the only method the library accepts.
+      required: () => true,
     },
     issueRefreshToken: async (_ctx, client, code) =>
       client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
@@ -175,17 +179,9 @@ export function createProvider(deps: ProviderDeps): Provider {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
       policy: withVerifiedEmailPrompt(createInteractionPolicy(assurance, db, deps.factors), db),
     },
-    async loadExistingGrant(ctx) {
-      const grantId =
-        ctx.oidc.result?.consent?.grantId ||
-        ctx.oidc.session!.grantIdFor(ctx.oidc.client!.clientId) ||
-        (await findRememberedGrant(db, ctx.oidc.session!.accountId!, ctx.oidc.client!.clientId));
-      if (!grantId) return undefined;
-      const grant = await ctx.oidc.provider.Grant.find(grantId);
-      // A remembered grant belongs to one user and client; never reuse it across either.
-      if (!grant || grant.accountId !== ctx.oidc.session!.accountId || grant.clientId !== ctx.oidc.client!.clientId) return undefined;
-      return grant;
-    },
+    // One grant per sign-in and client: refresh-token reuse revokes a grant, so a grant is one
+    // device's token family (remembered consent is copied into it, see grants.ts).
+    loadExistingGrant: (ctx) => loadSessionGrant(ctx, db),
     clientBasedCORS(_ctx, origin, client) {
       return client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) ?? false;
     },
@@ -212,5 +208,7 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
+  // The client IP is the entry our own proxies appended to X-Forwarded-For, not one a client wrote.
+  provider.maxIpsCount = config.trustProxyHops;
   return provider;
 }
