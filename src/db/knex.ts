@@ -16,6 +16,16 @@ pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
 /** A migrated PGlite data directory made at install time (scripts/embedded-template.ts). */
 export const EMBEDDED_TEMPLATE = fileURLToPath(new URL('../../node_modules/.cache/latchkey/pglite-template', import.meta.url));
 
+/**
+ * The embedded database holds password hashes, sessions and encrypted keys: only the service's
+ * own user may enter its directory. `narrow` also fixes one an older version made 0755; an
+ * existing DATA_DIR is the operator's choice and is left as it is.
+ */
+function privateDir(dir: string, narrow: boolean): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (narrow && (fs.statSync(dir).mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
+}
+
 function embeddedInstance(dir: string): PGlite {
   // A first start copies the template instead of running initdb and every migration: most of a
   // cold start. Without the template (install scripts skipped) PGlite initialises from scratch.
@@ -35,7 +45,8 @@ export function createDb(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'datab
     });
   }
   const dir = path.join(config.dataDir, 'pglite');
-  fs.mkdirSync(dir, { recursive: true });
+  privateDir(config.dataDir, false);
+  privateDir(dir, true);
   return knexFactory({
     client: ClientPgLite as unknown as typeof Knex.Client,
     dialect: 'postgres',

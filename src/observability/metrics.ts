@@ -1,4 +1,6 @@
+import type { Middleware } from 'koa';
 import client from 'prom-client';
+import { constantTimeEqual } from '../security/crypto.ts';
 
 export function createMetrics() {
   const registry = new client.Registry();
@@ -32,3 +34,24 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * GET /metrics in Prometheus format. With a token (METRICS_TOKEN) only a scraper sending
+ * `Authorization: Bearer <token>` is served: the counters tell an outsider how sign-ins go.
+ */
+export function metricsEndpoint(metrics: Metrics, token: string | undefined): Middleware {
+  return async (ctx) => {
+    if (token) {
+      const sent = /^Bearer +(\S+)\s*$/i.exec(ctx.get('authorization'))?.[1];
+      if (!sent || !constantTimeEqual(sent, token)) {
+        // RFC 6750 §3: no error code when no token was sent, invalid_token when a wrong one was.
+        ctx.set('WWW-Authenticate', sent ? 'Bearer realm="metrics", error="invalid_token"' : 'Bearer realm="metrics"');
+        ctx.status = 401;
+        ctx.body = { error: 'invalid_token', error_description: 'A bearer token is required for /metrics.' };
+        return;
+      }
+    }
+    ctx.type = metrics.registry.contentType;
+    ctx.body = await metrics.registry.metrics();
+  };
+}

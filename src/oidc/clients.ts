@@ -93,6 +93,9 @@ export function createClientStore(db: Db, atRestKey: Buffer) {
 
     /** Full metadata including the plain secret, for the provider only. */
     async findForProvider(clientId: string): Promise<Record<string, unknown> | undefined> {
+      // A client id arrives from request bodies the provider parses itself: PostgreSQL refuses
+      // NUL in text, and no registered id has one.
+      if (typeof clientId !== 'string' || clientId.includes('\0')) return undefined;
       const row = await db<ClientRow>('oidc_clients').where({ client_id: clientId }).first();
       if (!row) return undefined;
       return {
