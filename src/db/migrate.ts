@@ -4,6 +4,7 @@ import type { Knex } from 'knex';
 import * as m0001 from '../../migrations/0001_core.ts';
 import * as m0002 from '../../migrations/0002_email.ts';
 import * as m0003 from '../../migrations/0003_factors.ts';
+import * as m0004 from '../../migrations/0004_security.ts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -14,6 +15,7 @@ const migrations: Record<string, Migration> = {
   '0001_core': m0001,
   '0002_email': m0002,
   '0003_factors': m0003,
+  '0004_security': m0004,
 };
 
 const source: Knex.MigrationSource<string> = {

@@ -9,11 +9,13 @@ export interface User {
   email_verified: boolean;
   status: 'active' | 'disabled';
   password_hash: string | null;
+  /** Bumped when the password is replaced (reset, change): browsers trusted before are no more. */
+  credentials_version: number;
   created_at: Date;
   updated_at: Date;
 }
 
-export type PublicUser = Omit<User, 'password_hash'>;
+export type PublicUser = Omit<User, 'password_hash' | 'credentials_version'>;
 
 const PUBLIC_COLUMNS = ['id', 'email', 'name', 'email_verified', 'status', 'created_at', 'updated_at'] as const;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -58,8 +60,16 @@ export async function createUser(
   }
 }
 
+/** Stores a re-hash of the same password (new argon2 parameters): nothing else changes. */
 export async function setPasswordHash(db: Db, userId: string, passwordHash: string): Promise<void> {
   await db('users').where({ id: userId }).update({ password_hash: passwordHash, updated_at: db.fn.now() });
+}
+
+/** Replaces the password (reset, change): a new credential version, so device trust starts over. */
+export async function replacePassword(db: Db, userId: string, passwordHash: string | null): Promise<void> {
+  await db('users')
+    .where({ id: userId })
+    .update({ password_hash: passwordHash, credentials_version: db.raw('credentials_version + 1'), updated_at: db.fn.now() });
 }
 
 export async function listUsers(db: Db, { limit = 100, offset = 0 } = {}): Promise<PublicUser[]> {

@@ -27,11 +27,23 @@ export interface Assurance {
   authTime: number | undefined;
 }
 
-function levelOf(proofs: Proof[]): Level | undefined {
-  if (proofs.length === 0) return undefined;
-  if (proofs.some((p) => p.phishingResistant)) return 'phr';
-  const kinds = new Set(proofs.map((p) => p.factor));
-  return kinds.size >= 2 ? 'mfa' : 'pwd';
+/**
+ * When each level was last reached by `proofs`, or undefined when it is not reached. A level is
+ * timed from the oldest of the newest proofs it needs: mfa from the second-newest of the newest
+ * proof of each factor kind (or from a phishing-resistant proof, which is multi-factor on its own),
+ * phr from the newest phishing-resistant proof. So renewing one factor never renews a level that
+ * needs two.
+ */
+function reachedAt(proofs: Proof[]): Record<Level, number | undefined> {
+  if (proofs.length === 0) return { pwd: undefined, mfa: undefined, phr: undefined };
+  const newest = (list: Proof[]) => (list.length ? Math.max(...list.map((p) => p.at)) : undefined);
+  const phr = newest(proofs.filter((p) => p.phishingResistant));
+  const perKind = new Map<string, number>();
+  for (const p of proofs) perKind.set(p.factor, Math.max(perKind.get(p.factor) ?? 0, p.at));
+  const kindTimes = [...perKind.values()].sort((a, b) => b - a);
+  const twoKinds = kindTimes.length >= 2 ? kindTimes[1] : undefined;
+  const mfa = phr === undefined ? twoKinds : twoKinds === undefined ? phr : Math.max(phr, twoKinds);
+  return { pwd: newest(proofs), mfa, phr };
 }
 
 export function rank(level: Level | undefined): number {
@@ -52,22 +64,21 @@ export function requestedLevels(policy: AssurancePolicy, acrValues: string | und
 }
 
 export function assess(proofs: Proof[], policy: AssurancePolicy, now = Math.floor(Date.now() / 1000)): Assurance {
-  // One factor stays one factor for the session's life. A level above it was reached when its
-  // last factor was proven (a step-up adds a factor to the session's earlier ones), and counts
-  // only for that level's TTL; after that the session is back to one factor for new requests.
-  let level = levelOf(proofs);
-  const reachedAt = proofs.length ? Math.max(...proofs.map((p) => p.at)) : 0;
-  while (level && level !== 'pwd') {
-    const ttl = policy.elevationTtl[level];
-    if (ttl === undefined || now - reachedAt <= ttl) break;
-    level = LEVELS[LEVELS.indexOf(level) - 1];
-  }
+  // One factor stays one factor for the session's life. A level above it counts only for that
+  // level's TTL after it was reached; after that the session is back to a lower level for new requests.
+  const reached = reachedAt(proofs);
+  const level = [...LEVELS].reverse().find((l) => {
+    const at = reached[l];
+    if (at === undefined) return false;
+    const ttl = policy.elevationTtl[l];
+    return ttl === undefined || now - at <= ttl;
+  });
   const amr = [...new Set(proofs.flatMap((p) => p.amr))];
   if (new Set(proofs.map((p) => p.factor)).size >= 2 && !amr.includes('mfa')) amr.push('mfa');
   return {
     level,
     acr: level ? policy.names[level] : undefined,
     amr,
-    authTime: proofs.length ? Math.max(...proofs.map((p) => p.at)) : undefined,
+    authTime: reached.pwd,
   };
 }

@@ -1,5 +1,6 @@
 // Structured audit trail: one row per security-relevant event, mirrored to the log.
 // Never pass secrets here: ids and hash prefixes only.
+import crypto from 'node:crypto';
 import type { Context } from 'koa';
 import type { Db } from '../db/knex.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -35,6 +36,9 @@ export type AuditType =
   | 'password.reset_requested'
   | 'password.reset'
   | 'sessions.revoked'
+  | 'session.ended'
+  | 'signup.existing_address'
+  | 'email.change_to_taken'
   | 'magic_link.requested'
   | 'user.deleted';
 
@@ -45,8 +49,8 @@ export interface AuditEvent {
   data?: Record<string, unknown>;
 }
 
-export function createAudit(db: Db, log: Logger) {
-  return async function audit(ctx: Pick<Context, 'ip' | 'get' | 'state'> | undefined, event: AuditEvent): Promise<void> {
+export function createAudit(db: Db, log: Logger, refKey: Buffer) {
+  async function audit(ctx: Pick<Context, 'ip' | 'get' | 'state'> | undefined, event: AuditEvent): Promise<void> {
     const row = {
       type: event.type,
       user_id: event.userId ?? null,
@@ -63,7 +67,13 @@ export function createAudit(db: Db, log: Logger) {
       // An audit write must never turn a user's successful action into an error page.
       log.error({ err, event: 'audit.write_failed', type: event.type }, 'audit write failed');
     }
-  };
+  }
+  /**
+   * A typed address as it may appear in audit data: a keyed hash, so failures on one address can be
+   * correlated without storing it, and nobody can confirm a guessed address against a log.
+   */
+  audit.emailRef = (email: string): string => crypto.createHmac('sha256', refKey).update(email.trim().toLowerCase()).digest('base64url').slice(0, 16);
+  return audit;
 }
 
 export type Audit = ReturnType<typeof createAudit>;

@@ -38,9 +38,12 @@ export class RateLimitedError extends Error {
   status = 429;
   expose = true;
   retryAfterSeconds: number;
-  constructor(retryAfterSeconds: number) {
+  /** Which budget ran out, when the caller reserved several. */
+  budget?: string;
+  constructor(retryAfterSeconds: number, budget?: string) {
     super('Too many attempts. Please wait a while and try again.');
     this.retryAfterSeconds = retryAfterSeconds;
+    this.budget = budget;
   }
 }
 

@@ -14,6 +14,8 @@ export interface Secrets {
   csrfKey: Buffer;
   /** HMAC key for device cookies (browsers known to an account, see login-throttle.ts). */
   deviceKey: Buffer;
+  /** HMAC key for references to personal data in audit events (e.g. a typed email address). */
+  auditRefKey: Buffer;
 }
 
 const SECRET_FILE = 'latchkey-secret';
@@ -51,5 +53,6 @@ export function loadSecrets(config: Config, log: Logger): Secrets {
     cookieKeys,
     csrfKey: deriveKey(root, 'csrf'),
     deviceKey: deriveKey(root, 'device-cookie'),
+    auditRefKey: deriveKey(root, 'audit-ref'),
   };
 }

@@ -7,10 +7,12 @@ import { RateLimitedError } from '../../security/rate-limit.ts';
 import type { FlowDeps } from '../context.ts';
 import { clientName, existingProofs, finishInteraction, loadInteraction, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
 import { showConsent } from '../consent/routes.ts';
-import { continueSignIn } from '../step-up/routes.ts';
+import { continueSignIn, pendingProofs } from '../step-up/routes.ts';
+import { loadPending } from '../step-up/pending.ts';
+import { findUserByEmail, findUserById } from '../../identity/users.ts';
+import { mergeProofs } from '../../sessions/proofs.ts';
 import { showVerifyEmailPrompt } from '../verify-email/routes.ts';
 import { VERIFY_EMAIL_PROMPT } from '../../oidc/verified-email.ts';
-import { sha256Hex } from '../../security/crypto.ts';
 
 const loginForm = z.object({
   email: z.string().trim().min(1).max(320),
@@ -42,11 +44,6 @@ export async function renderLogin(deps: FlowDeps, ctx: Context, details: Interac
   );
 }
 
-/** Hashed, so failed attempts on one address can be correlated without storing it. */
-function emailRef(email: string): string {
-  return sha256Hex(email.trim().toLowerCase()).slice(0, 12);
-}
-
 export function registerLoginRoutes(router: Router, deps: FlowDeps) {
   router.get('/interaction/:uid', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
@@ -72,27 +69,41 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
     }
 
     const clientId = String(details.params.client_id);
+    const { email, password } = parsed.data;
+    const user = await findUserByEmail(deps.db, email);
+    // The attempt is paid for before argon2 runs; a success gets the points back.
+    let reservation;
     try {
-      await deps.loginThrottle.check(ctx, parsed.data.email);
+      reservation = await deps.loginThrottle.reservePassword(ctx, email, user);
     } catch (err) {
       if (!(err instanceof RateLimitedError)) throw err;
       deps.metrics.loginAttempts.inc({ method: 'password', result: 'throttled' });
-      await deps.audit(ctx, { type: 'login.throttled', clientId, data: { method: 'password', emailRef: emailRef(parsed.data.email) } });
+      await deps.audit(ctx, { type: 'login.throttled', clientId, data: { method: 'password', emailRef: deps.audit.emailRef(email) } });
       ctx.set('Retry-After', String(err.retryAfterSeconds));
       const minutes = Math.max(1, Math.ceil(err.retryAfterSeconds / 60));
-      return renderLogin(deps, ctx, details, { email: parsed.data.email, error: `Too many failed attempts. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}, or reset your password.` }, 429);
+      return renderLogin(deps, ctx, details, { email, error: `Too many failed attempts. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}, or reset your password.` }, 429);
     }
-    const result = await deps.password.verify(parsed.data.email, parsed.data.password);
+    const result = await deps.password.verifyUser(user, password);
     if (!result) {
-      await deps.loginThrottle.failure(ctx, parsed.data.email);
       deps.metrics.loginAttempts.inc({ method: 'password', result: 'failure' });
-      await deps.audit(ctx, { type: 'login.failure', clientId, data: { method: 'password', emailRef: emailRef(parsed.data.email) } });
-      return renderLogin(deps, ctx, details, { email: parsed.data.email, error: INVALID }, 401);
+      await deps.audit(ctx, { type: 'login.failure', clientId, data: { method: 'password', emailRef: deps.audit.emailRef(email) } });
+      return renderLogin(deps, ctx, details, { email, error: INVALID }, 401);
     }
-    deps.loginThrottle.success(ctx, parsed.data.email);
+    await reservation.refund();
     deps.metrics.loginAttempts.inc({ method: 'password', result: 'success' });
     await deps.audit(ctx, { type: 'login.success', userId: result.user.id, clientId, data: { method: 'password' } });
-    redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, result.user.id, timedProofs([result])));
+    // A password entered again during this sign-in (its earlier proofs had grown old) adds to them.
+    const earlier = await pendingProofs(deps, details.uid, result.user.id);
+    redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, result.user.id, mergeProofs(earlier, timedProofs([result]))));
+  });
+
+  // The first factor again, for a signed-in user whose proofs are too old for what is asked next.
+  router.get('/interaction/:uid/reauthenticate', async (ctx) => {
+    const details = await loadInteraction(deps, ctx);
+    const pending = await loadPending(deps.db, details.uid);
+    const user = pending ? await findUserById(deps.db, pending.userId) : undefined;
+    ctx.set('Cache-Control', 'no-store');
+    return renderLogin(deps, ctx, details, { email: user?.email ?? '', notice: 'For your security, confirm it’s you to continue.' });
   });
 
   router.post('/interaction/:uid/abort', async (ctx) => {

@@ -36,9 +36,12 @@ export function createPasswordMethod(db: Db, config: Pick<Config, 'argon2' | 'pa
     }
   }
 
-  /** Checks email + password. Returns the user on success; upgrades the hash when parameters changed. */
-  async function verify(email: string, password: string): Promise<(MethodSuccess & { user: User }) | null> {
-    const user = await findUserByEmail(db, email);
+  /**
+   * Checks a password against `user` (looked up by the caller; undefined when the address is
+   * unknown, which costs the same time). Returns the user on success; upgrades the hash when the
+   * parameters changed.
+   */
+  async function verifyUser(user: User | undefined, password: string): Promise<(MethodSuccess & { user: User }) | null> {
     const ok = await verifyHash(user?.password_hash ?? null, password);
     if (!ok || !user || !user.password_hash || user.status !== 'active') return null;
     if (argon2.needsRehash(user.password_hash, options)) {
@@ -47,7 +50,12 @@ export function createPasswordMethod(db: Db, config: Pick<Config, 'argon2' | 'pa
     return { ...passwordProof, user };
   }
 
-  return { hash, verify, verifyHash };
+  /** Checks email + password. */
+  async function verify(email: string, password: string): Promise<(MethodSuccess & { user: User }) | null> {
+    return verifyUser(await findUserByEmail(db, email), password);
+  }
+
+  return { hash, verify, verifyUser, verifyHash };
 }
 
 export type PasswordMethod = ReturnType<typeof createPasswordMethod>;
