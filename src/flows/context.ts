@@ -14,7 +14,7 @@ import type { AssurancePolicy } from '../oidc/assurance.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Audit } from '../security/audit.ts';
 
-export type SecurityNotice = 'recovery-code-used';
+export type SecurityNotice = 'recovery-code-used' | 'factor-changed';
 
 export interface FlowDeps {
   config: Config;

@@ -14,6 +14,15 @@ export const MAIL_TEMPLATES = {
   'email-change-confirm': () => 'Confirm your new email address',
   'email-change-notice': () => 'Your email address is being changed',
   'recovery-code-used': () => 'A recovery code was used to sign in',
+  'refresh-token-reuse': () => 'An application was signed out after a token was reused',
+  'factor-changed': (vars: Record<string, unknown>) =>
+    vars.change === 'removed'
+      ? 'A sign-in method was removed from your account'
+      : vars.change === 'recovery-codes'
+        ? 'New recovery codes were created for your account'
+        : 'A sign-in method was added to your account',
+  'signup-existing': () => 'Someone tried to create an account with your email address',
+  'email-in-use': () => 'Someone tried to use your email address',
 } as const satisfies Record<string, (vars: Record<string, unknown>) => string>;
 
 export type MailTemplate = keyof typeof MAIL_TEMPLATES;

@@ -77,21 +77,23 @@ const STEP: Expected = { pages: ['totp'], acr: MFA, freshAuth: true };
 const ENROLL: Expected = { pages: ['enroll'] };
 const EXPECTED: Record<SessionState, Record<string, Expected>> = {
   none: {
-    'no acr': FULL, 'acr pwd': FULL, 'acr mfa': FULL, 'acr phr': { pages: ['login', 'enroll'] },
+    // A user who has a second factor proves it before adding another (never a password alone).
+    'no acr': FULL, 'acr pwd': FULL, 'acr mfa': FULL, 'acr phr': { pages: ['login', 'totp', 'enroll'] },
     'max_age=0': FULL, 'prompt=login': FULL, 'acr "phr mfa"': FULL,
   },
   pwd: {
     'no acr': { pages: [], acr: PWD, freshAuth: false }, 'acr pwd': { pages: [], acr: PWD, freshAuth: false },
-    'acr mfa': STEP, 'acr phr': ENROLL, 'max_age=0': FULL, 'prompt=login': FULL, 'acr "phr mfa"': STEP,
+    'acr mfa': STEP, 'acr phr': { pages: ['totp', 'enroll'] }, 'max_age=0': FULL, 'prompt=login': FULL, 'acr "phr mfa"': STEP,
   },
   mfa: {
     'no acr': { pages: [], acr: MFA, freshAuth: false }, 'acr pwd': { pages: [], acr: MFA, freshAuth: false },
     'acr mfa': { pages: [], acr: MFA, freshAuth: false }, 'acr phr': ENROLL,
     'max_age=0': FULL, 'prompt=login': FULL, 'acr "phr mfa"': { pages: [], acr: MFA, freshAuth: false },
   },
+  // Both factors are older than STEP_UP_TTL: mfa needs both proven again (the session stays).
   expired: {
     'no acr': { pages: [], acr: MFA, freshAuth: false }, 'acr pwd': { pages: [], acr: MFA, freshAuth: false },
-    'acr mfa': STEP, 'acr phr': ENROLL, 'max_age=0': FULL, 'prompt=login': FULL, 'acr "phr mfa"': STEP,
+    'acr mfa': FULL, 'acr phr': ENROLL, 'max_age=0': FULL, 'prompt=login': FULL, 'acr "phr mfa"': FULL,
   },
 };
 
@@ -110,15 +112,20 @@ describe('step-up matrix (user with password + TOTP, no passkey)', () => {
 
   for (const state of ['none', 'pwd', 'mfa', 'expired'] as const) {
     test(`session: ${state}`, async () => {
-      // Users first. Expired sessions are all made up front and then age past STEP_UP_TTL once;
-      // the others are made right before their request, so an mfa session is still fresh.
-      const cells: { request: string; user: TotpUser; browser?: Browser }[] = [];
+      // Expired sessions are all made up front and then age past STEP_UP_TTL once; the others
+      // (and their users) are made right before their request, so their proofs are still fresh.
+      const cells: { request: string; user?: TotpUser; browser?: Browser }[] = [];
       for (const request of Object.keys(REQUESTS)) {
+        if (state !== 'expired') {
+          cells.push({ request });
+          continue;
+        }
         const user = await createTotpUser(state);
-        cells.push({ request, user, ...(state === 'expired' ? await sessionFor(state, user) : {}) });
+        cells.push({ request, user, ...(await sessionFor(state, user)) });
       }
       if (state === 'expired') await new Promise((r) => setTimeout(r, (STEP_UP_TTL + 1.5) * 1000));
       for (const cell of cells) {
+        cell.user ??= await createTotpUser(state);
         cell.browser ??= (await sessionFor(state, cell.user)).browser;
         const started = Math.floor(Date.now() / 1000);
         const outcome = await authorize(rp, cell.browser, cell.user, REQUESTS[cell.request]);
@@ -143,6 +150,16 @@ describe('step-up matrix (user with password + TOTP, no passkey)', () => {
 
   after(() => {
     console.log(['', '| session | request | pages → acr [amr] |', '|---|---|---|', ...table].join('\n'));
+  });
+});
+
+describe('elevation timing', () => {
+  test('mfa is timed from the older of its two factors: a stale password is asked again with the second factor', async () => {
+    const user = await createTotpUser('stale');
+    await new Promise((r) => setTimeout(r, (STEP_UP_TTL + 1.5) * 1000));
+    const outcome = await authorize(rp, user.pwdBrowser, user, { acr_values: MFA });
+    assert.deepEqual(outcome.pages, ['login', 'totp'], 'the session is kept, but its old password cannot combine with a new code');
+    assert.equal(outcome.tokens!.claims()!.acr, MFA);
   });
 });
 

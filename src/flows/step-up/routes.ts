@@ -3,7 +3,6 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
-import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
 import { findUserById, type User } from '../../identity/users.ts';
 import { PasskeyError } from '../../methods/passkey/index.ts';
 import { totpProof } from '../../methods/totp/index.ts';
@@ -12,9 +11,12 @@ import type { Proof } from '../../oidc/assurance.ts';
 import { mergeProofs } from '../../sessions/proofs.ts';
 import type { FlowDeps } from '../context.ts';
 import { interactionResultUrl, loadInteraction, loginResultUrl, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
-import { clearPending, loadPending, savePending } from './pending.ts';
-import { createRateLimit } from '../../security/rate-limit.ts';
-import { nextStep, wantedLevels } from './plan.ts';
+import { clearPending, loadPending, owePendingRecoveryCodes, savePending, takeRecoveryCodesDue } from './pending.ts';
+import { createRateLimit, RateLimitedError } from '../../security/rate-limit.ts';
+import type { Reservation } from '../../security/login-throttle.ts';
+import { parseJsonBody, passkeyAssertionBody, passkeyRegistrationBody } from '../../http/forms.ts';
+import { reportFactorChange } from '../notify.ts';
+import { nextStep, wantedLevels, type StepPolicy } from './plan.ts';
 
 function claimsParam(details: InteractionDetails) {
   try {
@@ -24,25 +26,46 @@ function claimsParam(details: InteractionDetails) {
   }
 }
 
-/**
- * Decides what the sign-in needs after `proofs`, and returns where the browser goes: the RP
- * (done), the second-factor page, inline enrolment, or the RP with unmet_authentication_requirements.
- */
-export async function continueSignIn(deps: FlowDeps, ctx: Context, details: InteractionDetails, userId: string, proofs: Proof[]): Promise<string> {
+export function stepPolicy(deps: FlowDeps): StepPolicy {
+  return { assurance: deps.assurance, enroll: deps.config.stepUp.enroll, recentAuthSeconds: deps.config.recentAuthSeconds };
+}
+
+/** What this sign-in needs next for `userId` after `proofs`, with the user's enrolled factors. */
+async function planFor(deps: FlowDeps, details: InteractionDetails, userId: string, proofs: Proof[]) {
   const enrolled = await deps.factors.enrolled(userId);
   const wanted = wantedLevels(deps.assurance, details.params, claimsParam(details));
-  const step = nextStep(deps.assurance, deps.factors, enrolled, wanted, proofs);
+  return { enrolled, wanted, step: nextStep(stepPolicy(deps), deps.factors, enrolled, wanted, proofs) };
+}
+
+const STEP_PAGES = { 'first-factor': 'reauthenticate', factor: 'factor', enroll: 'enroll' } as const;
+
+/**
+ * Decides what the sign-in needs after `proofs`, and returns where the browser goes: the RP
+ * (done), the first factor again, the second-factor page, inline enrolment, or the RP with
+ * unmet_authentication_requirements.
+ */
+export async function continueSignIn(deps: FlowDeps, ctx: Context, details: InteractionDetails, userId: string, proofs: Proof[]): Promise<string> {
+  const { step, wanted } = await planFor(deps, details, userId, proofs);
   if (step.kind === 'done') {
     await clearPending(deps.db, details.uid);
+    // Only a browser that completed every factor becomes one the owner is known to use.
+    const user = await findUserById(deps.db, userId);
+    if (user) deps.loginThrottle.rememberDevice(ctx, user);
     return loginResultUrl(deps, ctx, userId, proofs);
   }
-  if (step.kind === 'unmet' && deps.config.stepUp.enroll === 'deny') {
+  if (step.kind === 'unmet') {
     await clearPending(deps.db, details.uid);
     await deps.audit(ctx, { type: 'login.unmet_requirements', userId, clientId: String(details.params.client_id), data: { wanted } });
     return interactionResultUrl(deps, ctx, { error: 'unmet_authentication_requirements', error_description: 'the requested authentication level cannot be met for this user' }, false);
   }
   await savePending(deps.db, details.uid, { userId, proofs }, deps.config.ttl.interaction);
-  return `/interaction/${details.uid}/${step.kind === 'factor' ? 'factor' : 'enroll'}`;
+  return `/interaction/${details.uid}/${STEP_PAGES[step.kind]}`;
+}
+
+/** What this sign-in has proven for `userId` so far (nothing when it is another user's). */
+export async function pendingProofs(deps: FlowDeps, interactionUid: string, userId: string): Promise<Proof[]> {
+  const pending = await loadPending(deps.db, interactionUid);
+  return pending?.userId === userId ? pending.proofs : [];
 }
 
 /** The pending sign-in of this interaction, or back to its start when there is none. */
@@ -54,13 +77,28 @@ async function requirePending(deps: FlowDeps, ctx: Context, details: Interaction
   return { pending, user };
 }
 
+class StepNotAllowedError extends Error {
+  status = 403;
+  expose = true;
+  constructor() {
+    super('This step is not available for this sign-in. Go back to the application and sign in again.');
+  }
+}
+
+/** The pending sign-in, only when its plan says enrolment is the next step (never from a password alone). */
+async function requireEnrolment(deps: FlowDeps, ctx: Context, details: InteractionDetails) {
+  const { pending, user } = await requirePending(deps, ctx, details);
+  const { step, enrolled } = await planFor(deps, details, user.id, pending.proofs);
+  if (step.kind !== 'enroll') throw new StepNotAllowedError();
+  return { pending, user, enrolled };
+}
+
 const codeForm = z.object({ code: z.string().trim().min(1).max(64) });
 
 export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
   async function renderFactorPage(ctx: Context, details: InteractionDetails, error?: string, status = 200) {
     const { pending, user } = await requirePending(deps, ctx, details);
-    const enrolled = await deps.factors.enrolled(user.id);
-    const step = nextStep(deps.assurance, deps.factors, enrolled, wantedLevels(deps.assurance, details.params, claimsParam(details)), pending.proofs);
+    const { step, enrolled } = await planFor(deps, details, user.id, pending.proofs);
     if (step.kind !== 'factor') return redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, user.id, pending.proofs));
     // For the phishing-resistant level only a passkey will do.
     const passkeyOnly = step.need === 'phr';
@@ -87,15 +125,29 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
     return continueSignIn(deps, ctx, details, userId, mergeProofs(earlier, timedProofs([success])));
   }
 
-  /** Records a wrong second factor; after too many, the attempt is over (password again). */
-  async function failed(ctx: Context, details: InteractionDetails, userId: string | undefined, method: string, extra: Record<string, unknown> = {}, auditUserId = userId) {
+  /** The attempt is over: the pending state goes, and the browser must start with the password again. */
+  async function endAttempt(ctx: Context, details: InteractionDetails, userId: string, method: string, retryAfterSeconds?: number): Promise<never> {
+    await clearPending(deps.db, details.uid);
+    deps.metrics.loginAttempts.inc({ method, result: 'throttled' });
+    await deps.audit(ctx, { type: 'login.throttled', userId, clientId: String(details.params.client_id), data: { method } });
+    throw Object.assign(new Error('Too many wrong codes. Go back to the application and sign in again.'), { status: 429, expose: true, retryAfterSeconds });
+  }
+
+  /** Spends a second-factor attempt before anything is verified; ends the attempt when none is left. */
+  async function reserveFactorAttempt(ctx: Context, details: InteractionDetails, userId: string, method: string): Promise<Reservation> {
+    try {
+      return await deps.loginThrottle.reserveSecondFactor(details.uid, userId);
+    } catch (err) {
+      if (!(err instanceof RateLimitedError)) throw err;
+      return endAttempt(ctx, details, userId, method, err.retryAfterSeconds);
+    }
+  }
+
+  /** Records a wrong second factor; after the last allowed one, the attempt is over (password again). */
+  async function failed(ctx: Context, details: InteractionDetails, userId: string | undefined, method: string, reservation: Reservation | undefined, extra: Record<string, unknown> = {}, auditUserId = userId) {
     deps.metrics.loginAttempts.inc({ method, result: 'failure' });
     await deps.audit(ctx, { type: 'login.failure', userId: auditUserId, clientId: String(details.params.client_id), data: { method, ...extra } });
-    if (userId && (await deps.loginThrottle.secondFactorFailure(details.uid, userId))) {
-      await clearPending(deps.db, details.uid);
-      await deps.audit(ctx, { type: 'login.throttled', userId, clientId: String(details.params.client_id), data: { method } });
-      throw Object.assign(new Error('Too many wrong codes. Go back to the application and sign in again.'), { status: 429, expose: true });
-    }
+    if (userId && reservation?.last) await endAttempt(ctx, details, userId, method);
   }
 
   router.get('/interaction/:uid/factor', async (ctx) => {
@@ -114,12 +166,14 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
     router.post(`/interaction/:uid/factor/${path}`, async (ctx) => {
       const details = await loadInteraction(deps, ctx);
       const { pending, user } = await requirePending(deps, ctx, details);
+      const reservation = await reserveFactorAttempt(ctx, details, user.id, method);
       const parsed = codeForm.safeParse((ctx.request as { body?: unknown }).body);
       const success = parsed.success ? await verify(user.id, parsed.data.code) : null;
       if (!success) {
-        await failed(ctx, details, user.id, method);
+        await failed(ctx, details, user.id, method, reservation);
         return renderFactorPage(ctx, details, refusal, 401);
       }
+      await reservation.refund();
       await afterSuccess?.(ctx, user);
       redirectSeeOther(ctx, await proved(ctx, details, user.id, pending.proofs, success, method));
     });
@@ -146,17 +200,17 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
   router.post('/interaction/:uid/passkey/verify', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
     const pending = await loadPending(deps.db, details.uid);
-    const response = (ctx.request as { body?: unknown }).body as AuthenticationResponseJSON;
-    if (!response || typeof response !== 'object' || typeof response.id !== 'string') {
-      throw Object.assign(new Error('A passkey response is required.'), { status: 400, expose: true });
-    }
+    const response = parseJsonBody(ctx, passkeyAssertionBody);
+    // As a second factor the pending user's budget is spent first, like a typed code.
+    const reservation = pending ? await reserveFactorAttempt(ctx, details, pending.userId, 'passkey') : undefined;
     try {
       const result = await deps.passkeys.authenticate(details.uid, response, pending?.userId);
+      await reservation?.refund();
       ctx.body = { redirect: await proved(ctx, details, result.userId, pending?.proofs ?? [], result.proof, 'passkey') };
     } catch (err) {
       if (!(err instanceof PasskeyError)) throw err;
       // Throttled against the pending sign-in only; audited against the credential's owner too.
-      await failed(ctx, details, pending?.userId, 'passkey', err.audit ? { signal: err.audit } : {}, pending?.userId ?? err.userId);
+      await failed(ctx, details, pending?.userId, 'passkey', reservation, err.audit ? { signal: err.audit } : {}, pending?.userId ?? err.userId);
       // Passwordless has no pending user: the event names the credential's owner.
       if (err.audit === 'counter_rollback') await deps.audit(ctx, { type: 'passkey.counter_rollback', userId: err.userId ?? pending?.userId, data: { credential: response.id.slice(0, 12) } });
       ctx.status = 401;
@@ -164,62 +218,68 @@ export function registerStepUpRoutes(router: Router, deps: FlowDeps) {
     }
   });
 
-  // Inline enrolment: the RP asked for a level this user cannot reach yet.
+  // Inline enrolment: the RP asked for a level this user cannot reach yet, and this sign-in has
+  // just proven every factor the user already has (see plan.ts).
   async function renderEnroll(ctx: Context, details: InteractionDetails, error?: string, status = 200) {
-    const { user } = await requirePending(deps, ctx, details);
-    const enrolled = await deps.factors.enrolled(user.id);
+    const { user, enrolled } = await requireEnrolment(deps, ctx, details);
     const totp = enrolled.totp ? undefined : ((await deps.totp.pendingEnrollment(user.id, user.email)) ?? (await deps.totp.beginEnrollment(user.id, user.email)));
     deps.views.render(ctx, 'enroll', { title: 'Add a second step', uid: details.uid, email: user.email, totp, error }, status);
   }
 
   router.get('/interaction/:uid/enroll', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
+    const { pending, user } = await requirePending(deps, ctx, details);
+    const { step } = await planFor(deps, details, user.id, pending.proofs);
+    if (step.kind !== 'enroll') return redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, user.id, pending.proofs));
     await renderEnroll(ctx, details);
   });
 
   router.post('/interaction/:uid/enroll/totp', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
-    const { pending, user } = await requirePending(deps, ctx, details);
+    const { pending, user, enrolled } = await requireEnrolment(deps, ctx, details);
     const parsed = codeForm.safeParse((ctx.request as { body?: unknown }).body);
-    if (!parsed.success || !(await deps.totp.confirmEnrollment(user.id, parsed.data.code))) {
+    if (enrolled.totp || !parsed.success || !(await deps.totp.confirmEnrollment(user.id, parsed.data.code))) {
       return renderEnroll(ctx, details, 'That code did not match. Check the time on your device and enter the current code.', 400);
     }
-    await deps.audit(ctx, { type: 'factor.enrolled', userId: user.id, data: { method: 'totp', via: 'sign-in' } });
-    const codes = await deps.recoveryCodes.generate(user.id);
+    await reportFactorChange(deps, ctx, user, 'added', 'totp', 'sign-in');
     // Entering a valid code from the new authenticator proves possession of it.
     await savePending(deps.db, details.uid, { userId: user.id, proofs: mergeProofs(pending.proofs, timedProofs([totpProof])) }, deps.config.ttl.interaction);
+    // Recovery codes come with the first second factor only: never replaced from a sign-in.
+    if (deps.factors.hasSecondFactor(enrolled)) return redirectSeeOther(ctx, `/interaction/${details.uid}/factor`);
+    const codes = await deps.recoveryCodes.generate(user.id);
     deps.views.render(ctx, 'recovery-codes', { title: 'Save your recovery codes', codes, continueAction: `/interaction/${details.uid}/continue` });
   });
 
   router.post('/interaction/:uid/passkey/register-options', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
-    const { user } = await requirePending(deps, ctx, details);
+    const { user } = await requireEnrolment(deps, ctx, details);
     ctx.body = await deps.passkeys.registrationOptions(user, details.uid);
   });
 
   router.post('/interaction/:uid/passkey/register', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
-    const { user } = await requirePending(deps, ctx, details);
-    const body = (ctx.request as { body?: { response?: RegistrationResponseJSON; name?: string } }).body;
+    const { user, enrolled } = await requireEnrolment(deps, ctx, details);
+    const body = parseJsonBody(ctx, passkeyRegistrationBody);
     try {
-      await deps.passkeys.register(user.id, details.uid, body?.response as RegistrationResponseJSON, String(body?.name ?? 'Passkey'));
+      await deps.passkeys.register(user.id, details.uid, body.response, body.name ?? 'Passkey');
     } catch (err) {
       if (!(err instanceof PasskeyError)) throw err;
       ctx.status = 400;
       ctx.body = { error: 'invalid_passkey', error_description: err.message };
       return;
     }
-    await deps.audit(ctx, { type: 'factor.enrolled', userId: user.id, data: { method: 'passkey', via: 'sign-in' } });
-    // Registering is not signing in: after the recovery codes, the new passkey is used on the
-    // second-factor page.
+    await reportFactorChange(deps, ctx, user, 'added', 'passkey', 'sign-in');
+    if (!deps.factors.hasSecondFactor(enrolled)) await owePendingRecoveryCodes(deps.db, details.uid);
+    // Registering is not signing in: after the recovery codes (when owed), the new passkey is
+    // used on the second-factor page.
     ctx.body = { redirect: `/interaction/${details.uid}/recovery-codes` };
   });
 
+  // Shown once, and only to the sign-in that just enrolled the user's first second factor.
   router.get('/interaction/:uid/recovery-codes', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
-    const { user } = await requirePending(deps, ctx, details);
-    const enrolled = await deps.factors.enrolled(user.id);
-    if (!deps.factors.hasSecondFactor(enrolled) || enrolled.recoveryCodes > 0) return redirectSeeOther(ctx, `/interaction/${details.uid}/factor`);
+    const { pending, user } = await requirePending(deps, ctx, details);
+    if (!(await takeRecoveryCodesDue(deps.db, details.uid, user.id))) return redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, user.id, pending.proofs));
     const codes = await deps.recoveryCodes.generate(user.id);
     deps.views.render(ctx, 'recovery-codes', { title: 'Save your recovery codes', codes, continueAction: `/interaction/${details.uid}/continue` });
   });
