@@ -3,10 +3,12 @@ import type Router from '@koa/router';
 import { z } from 'zod';
 import type { FlowDeps } from '../context.ts';
 import type { Context } from 'koa';
-import type { AuthenticationResponseJSON } from '@simplewebauthn/server';
 import { PasskeyError } from '../../methods/passkey/index.ts';
+import { parseJsonBody, passkeyAssertionBody } from '../../http/forms.ts';
 import type { MethodSuccess } from '../../methods/types.ts';
-import { accountCallback, handleRedirects, recordAccountProof, requireAccount, safeReturnPath, type AccountSession } from './session.ts';
+import { accountNoticeText } from './notices.ts';
+import type { Reservation } from '../../security/login-throttle.ts';
+import { accountCallback, handleRedirects, reauthFailed, recordAccountProof, requireAccount, reserveReauth, rotateSessionId, safeReturnPath, type AccountSession } from './session.ts';
 
 /** Sections other flows add to the account page (email, security…), rendered in order. */
 export interface AccountSection {
@@ -25,7 +27,7 @@ export function registerAccountRoutes(router: Router, deps: FlowDeps, sections: 
       user: account.user,
       assurance: account.assurance,
       sections: loaded,
-      notice: typeof ctx.query.notice === 'string' ? ctx.query.notice.slice(0, 200) : undefined,
+      notice: accountNoticeText(ctx.query.notice),
     });
   });
 
@@ -45,12 +47,14 @@ export function registerAccountRoutes(router: Router, deps: FlowDeps, sections: 
     );
   }
 
-  async function reauthenticated(ctx: Context, account: AccountSession, success: MethodSuccess) {
+  async function reauthenticated(ctx: Context, account: AccountSession, success: MethodSuccess, reservation: Reservation) {
+    await reservation.refund();
     await recordAccountProof(deps, account, success);
+    await rotateSessionId(deps, ctx, account);
     await deps.audit(ctx, { type: 'login.success', userId: account.user.id, data: { method: success.method, via: 'reauth' } });
   }
 
-  const reauthForm = z.object({ password: z.string().min(1).max(1024).optional(), code: z.string().trim().min(1).max(64).optional(), return_to: z.string().optional() });
+  const reauthForm = z.object({ password: z.string().min(1).max(1024).optional(), code: z.string().trim().min(1).max(64).optional(), return_to: z.string().max(2048).optional() });
 
   router.get('/account/reauth', async (ctx) => {
     const account = await requireAccount(deps, ctx);
@@ -62,18 +66,21 @@ export function registerAccountRoutes(router: Router, deps: FlowDeps, sections: 
     const parsed = reauthForm.safeParse((ctx.request as { body?: unknown }).body);
     const form = parsed.success ? parsed.data : {};
     const returnTo = safeReturnPath(form.return_to);
+    const method = form.password ? 'password' : form.code ? 'code' : undefined;
+    if (!method) return renderReauth(ctx, account, returnTo, 'Enter your password or a code from your authenticator app.');
+    const reservation = await reserveReauth(deps, ctx, account, method);
     let success: MethodSuccess | null = null;
     if (form.password) {
-      const result = await deps.password.verify(account.user.email, form.password);
+      const result = await deps.password.verifyUser(account.user, form.password);
       success = result?.user.id === account.user.id ? result : null;
     } else if (form.code) {
       success = await deps.totp.verify(account.user.id, form.code);
     }
     if (!success) {
-      await deps.audit(ctx, { type: 'login.failure', userId: account.user.id, data: { method: form.code ? 'totp' : 'password', via: 'reauth' } });
+      await reauthFailed(deps, ctx, account, method === 'code' ? 'totp' : 'password', reservation);
       return renderReauth(ctx, account, returnTo, form.code ? 'That code is not valid or was already used.' : 'That password is not correct.');
     }
-    await reauthenticated(ctx, account, success);
+    await reauthenticated(ctx, account, success, reservation);
     ctx.status = 303;
     ctx.redirect(returnTo);
   });
@@ -85,14 +92,15 @@ export function registerAccountRoutes(router: Router, deps: FlowDeps, sections: 
 
   router.post('/account/reauth/passkey/verify', async (ctx) => {
     const account = await requireAccount(deps, ctx, '/account');
-    const body = (ctx.request as { body?: AuthenticationResponseJSON & { return_to?: string } }).body;
+    const body = parseJsonBody(ctx, passkeyAssertionBody);
+    const reservation = await reserveReauth(deps, ctx, account, 'passkey');
     try {
-      const result = await deps.passkeys.authenticate(`reauth:${account.sessionUid}`, body as AuthenticationResponseJSON, account.user.id);
-      await reauthenticated(ctx, account, result.proof);
+      const result = await deps.passkeys.authenticate(`reauth:${account.sessionUid}`, body, account.user.id);
+      await reauthenticated(ctx, account, result.proof, reservation);
       ctx.body = { redirect: safeReturnPath(ctx.query.return_to) };
     } catch (err) {
       if (!(err instanceof PasskeyError)) throw err;
-      await deps.audit(ctx, { type: 'login.failure', userId: account.user.id, data: { method: 'passkey', via: 'reauth', ...(err.audit ? { signal: err.audit } : {}) } });
+      await reauthFailed(deps, ctx, account, 'passkey', reservation, err.audit ? { signal: err.audit } : {});
       if (err.audit === 'counter_rollback') await deps.audit(ctx, { type: 'passkey.counter_rollback', userId: account.user.id, data: { credential: String(body?.id ?? '').slice(0, 12), via: 'reauth' } });
       ctx.status = 401;
       ctx.body = { error: 'invalid_passkey', error_description: err.message };

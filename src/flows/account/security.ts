@@ -3,12 +3,14 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
-import type { RegistrationResponseJSON } from '@simplewebauthn/server';
 import { PasskeyError } from '../../methods/passkey/index.ts';
+import { parseJsonBody, passkeyRegistrationBody } from '../../http/forms.ts';
 import type { FlowDeps } from '../context.ts';
 import { redirectSeeOther } from '../interaction.ts';
+import { reportFactorChange } from '../notify.ts';
+import { accountNoticeUrl, type AccountNotice } from './notices.ts';
 import type { AccountSection } from './routes.ts';
-import { requireAccount, requireRecentAuth, type AccountSession } from './session.ts';
+import { reauthFailed, requireAccount, requireRecentAuth, reserveReauth, type AccountSession } from './session.ts';
 
 export const securitySection: AccountSection = {
   template: 'partials/account-security.njk',
@@ -22,8 +24,8 @@ export const securitySection: AccountSection = {
 const codeForm = z.object({ code: z.string().trim().min(1).max(64) });
 const nameForm = z.object({ name: z.string().trim().min(1, 'Give the passkey a name.').max(100) });
 
-function back(ctx: Context, notice: string) {
-  redirectSeeOther(ctx, `/account?notice=${encodeURIComponent(notice)}`);
+function back(ctx: Context, notice: AccountNotice) {
+  redirectSeeOther(ctx, accountNoticeUrl(notice));
 }
 
 export function registerSecurityRoutes(router: Router, deps: FlowDeps) {
@@ -45,7 +47,7 @@ export function registerSecurityRoutes(router: Router, deps: FlowDeps) {
   router.get('/account/totp/setup', async (ctx) => {
     const account = await requireAccount(deps, ctx);
     requireRecentAuth(deps, account, '/account/totp/setup');
-    if (await deps.totp.isEnrolled(account.user.id)) return back(ctx, 'Your authenticator app is already set up.');
+    if (await deps.totp.isEnrolled(account.user.id)) return back(ctx, 'totp-already-on');
     await renderTotpSetup(ctx, account);
   });
 
@@ -56,30 +58,36 @@ export function registerSecurityRoutes(router: Router, deps: FlowDeps) {
     if (!parsed.success || !(await deps.totp.confirmEnrollment(account.user.id, parsed.data.code))) {
       return renderTotpSetup(ctx, account, 'That code did not match. Check the time on your device and enter the current code.');
     }
-    await deps.audit(ctx, { type: 'factor.enrolled', userId: account.user.id, data: { method: 'totp', via: 'account' } });
+    await reportFactorChange(deps, ctx, account.user, 'added', 'totp', 'account');
     const codes = await afterFactorChange(account);
     if (codes) return deps.views.render(ctx, 'recovery-codes', { title: 'Save your recovery codes', codes, continueUrl: '/account' });
-    back(ctx, 'Authenticator app turned on.');
+    back(ctx, 'totp-on');
   });
 
   router.post('/account/totp/disable', async (ctx) => {
     const account = await requireAccount(deps, ctx, '/account');
     requireRecentAuth(deps, account, '/account');
     const parsed = codeForm.safeParse((ctx.request as { body?: unknown }).body);
-    // A valid current code as well: whoever disables it must still hold the device.
-    if (!parsed.success || !(await deps.totp.verify(account.user.id, parsed.data.code))) return back(ctx, 'That code is not valid: the authenticator app is still on.');
+    // A valid current code as well: whoever disables it must still hold the device. Each try is
+    // paid for first, like any other code.
+    const reservation = await reserveReauth(deps, ctx, account, 'code');
+    if (!parsed.success || !(await deps.totp.verify(account.user.id, parsed.data.code))) {
+      await reauthFailed(deps, ctx, account, 'totp', reservation);
+      return back(ctx, 'totp-still-on');
+    }
+    await reservation.refund();
     await deps.totp.disable(account.user.id);
     await afterFactorChange(account);
-    await deps.audit(ctx, { type: 'factor.removed', userId: account.user.id, data: { method: 'totp' } });
-    back(ctx, 'Authenticator app turned off.');
+    await reportFactorChange(deps, ctx, account.user, 'removed', 'totp', 'account');
+    back(ctx, 'totp-off');
   });
 
   router.post('/account/recovery-codes', async (ctx) => {
     const account = await requireAccount(deps, ctx, '/account');
     requireRecentAuth(deps, account, '/account');
-    if (!deps.factors.hasSecondFactor(await deps.factors.enrolled(account.user.id))) return back(ctx, 'Recovery codes come with a second step: set one up first.');
+    if (!deps.factors.hasSecondFactor(await deps.factors.enrolled(account.user.id))) return back(ctx, 'recovery-needs-factor');
     const codes = await deps.recoveryCodes.generate(account.user.id);
-    await deps.audit(ctx, { type: 'recovery_codes.regenerated', userId: account.user.id });
+    await reportFactorChange(deps, ctx, account.user, 'recovery-codes', 'recovery-code', 'account');
     deps.views.render(ctx, 'recovery-codes', { title: 'Save your recovery codes', codes, continueUrl: '/account' });
   });
 
@@ -92,36 +100,36 @@ export function registerSecurityRoutes(router: Router, deps: FlowDeps) {
   router.post('/account/passkeys', async (ctx) => {
     const account = await requireAccount(deps, ctx, '/account');
     requireRecentAuth(deps, account, '/account');
-    const body = (ctx.request as { body?: { response?: RegistrationResponseJSON; name?: string } }).body;
+    const body = parseJsonBody(ctx, passkeyRegistrationBody);
     try {
-      await deps.passkeys.register(account.user.id, account.sessionUid, body?.response as RegistrationResponseJSON, String(body?.name ?? 'Passkey'));
+      await deps.passkeys.register(account.user.id, account.sessionUid, body.response, body.name ?? 'Passkey');
     } catch (err) {
       if (!(err instanceof PasskeyError)) throw err;
       ctx.status = 400;
       ctx.body = { error: 'invalid_passkey', error_description: err.message };
       return;
     }
-    await deps.audit(ctx, { type: 'factor.enrolled', userId: account.user.id, data: { method: 'passkey', via: 'account' } });
+    await reportFactorChange(deps, ctx, account.user, 'added', 'passkey', 'account');
     // The first second factor brings recovery codes: the next page creates and shows them once.
     const enrolled = await deps.factors.enrolled(account.user.id);
-    ctx.body = { redirect: enrolled.recoveryCodes === 0 ? '/account/recovery-codes/new' : '/account?notice=Passkey%20added.' };
+    ctx.body = { redirect: enrolled.recoveryCodes === 0 ? '/account/recovery-codes/new' : accountNoticeUrl('passkey-added') };
   });
 
   router.get('/account/recovery-codes/new', async (ctx) => {
     const account = await requireAccount(deps, ctx);
     requireRecentAuth(deps, account, '/account');
     const codes = await afterFactorChange(account);
-    if (!codes) return back(ctx, 'Passkey added.');
+    if (!codes) return back(ctx, 'passkey-added');
     deps.views.render(ctx, 'recovery-codes', { title: 'Save your recovery codes', codes, continueUrl: '/account' });
   });
 
   router.post('/account/passkeys/:id/rename', async (ctx) => {
     const account = await requireAccount(deps, ctx, '/account');
     const parsed = nameForm.safeParse((ctx.request as { body?: unknown }).body);
-    if (!parsed.success) return back(ctx, parsed.error.issues[0]!.message);
+    if (!parsed.success) return back(ctx, 'passkey-name-invalid');
     const renamed = await deps.passkeys.rename(account.user.id, ctx.params.id!, parsed.data.name);
     if (renamed) await deps.audit(ctx, { type: 'passkey.renamed', userId: account.user.id });
-    back(ctx, renamed ? 'Passkey renamed.' : 'That passkey was not found.');
+    back(ctx, renamed ? 'passkey-renamed' : 'passkey-not-found');
   });
 
   router.post('/account/passkeys/:id/delete', async (ctx) => {
@@ -129,10 +137,10 @@ export function registerSecurityRoutes(router: Router, deps: FlowDeps) {
     requireRecentAuth(deps, account, '/account');
     const enrolled = await deps.factors.enrolled(account.user.id);
     // Never remove the last way to sign in.
-    if (!account.user.password_hash && enrolled.passkeys <= 1) return back(ctx, 'This is your only way to sign in: add another before removing it.');
-    if (!(await deps.passkeys.remove(account.user.id, ctx.params.id!))) return back(ctx, 'That passkey was not found.');
+    if (!account.user.password_hash && enrolled.passkeys <= 1) return back(ctx, 'passkey-last');
+    if (!(await deps.passkeys.remove(account.user.id, ctx.params.id!))) return back(ctx, 'passkey-not-found');
     await afterFactorChange(account);
-    await deps.audit(ctx, { type: 'factor.removed', userId: account.user.id, data: { method: 'passkey' } });
-    back(ctx, 'Passkey removed.');
+    await reportFactorChange(deps, ctx, account.user, 'removed', 'passkey', 'account');
+    back(ctx, 'passkey-removed');
   });
 }

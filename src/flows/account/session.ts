@@ -7,14 +7,20 @@ import { randomToken } from '../../security/crypto.ts';
 import type { FlowDeps } from '../context.ts';
 import { timedProofs } from '../interaction.ts';
 import type { MethodSuccess } from '../../methods/types.ts';
+import { RateLimitedError } from '../../security/rate-limit.ts';
+import { REAUTH_SESSION_BUDGET, type Reservation } from '../../security/login-throttle.ts';
 
 /** The first-party client the account pages sign in through (registered statically). */
 export const ACCOUNT_CLIENT_ID = 'latchkey-account';
 const STATE_COOKIE = 'lk.account_state';
 
+type ProviderSession = NonNullable<Awaited<ReturnType<ReturnType<FlowDeps['provider']>['Session']['get']>>>;
+
 export interface AccountSession {
   user: User;
   sessionUid: string;
+  /** oidc-provider's session behind the cookie (for id rotation and ending it). */
+  session: ProviderSession;
   proofs: Proof[];
   assurance: Assurance;
 }
@@ -49,7 +55,7 @@ export async function currentAccount(deps: FlowDeps, ctx: Context): Promise<Acco
   const user = await findUserById(deps.db, session.accountId);
   if (!user || user.status !== 'active') return undefined;
   const proofs = await loadSessionProofs(deps.db, session.uid, user.id);
-  return { user, sessionUid: session.uid, proofs, assurance: assess(proofs, deps.assurance) };
+  return { user, sessionUid: session.uid, session, proofs, assurance: assess(proofs, deps.assurance) };
 }
 
 /** The signed-in user, or a redirect through the hosted sign-in that comes back to `returnTo`. */
@@ -109,4 +115,61 @@ export function requireRecentAuth(deps: FlowDeps, account: AccountSession, retur
 /** Records a factor proven on an account page (re-authentication) against the session. */
 export async function recordAccountProof(deps: FlowDeps, account: AccountSession, success: MethodSuccess): Promise<void> {
   await saveSessionProofs(deps.db, account.sessionUid, account.user.id, mergeProofs(account.proofs, timedProofs([success])));
+}
+
+function sessionCookie(deps: FlowDeps, ctx: Context, value: string | null, expiresAt?: number) {
+  ctx.cookies.set(deps.provider().cookieName('session'), value, {
+    httpOnly: true,
+    sameSite: 'lax',
+    secure: deps.config.secureCookies,
+    signed: true,
+    path: '/',
+    overwrite: true,
+    ...(expiresAt ? { expires: new Date(expiresAt * 1000) } : {}),
+  });
+}
+
+/**
+ * A new session id for the same session (ASVS 3.2.1), after the user proved a factor again: a
+ * cookie value copied before the re-authentication stops working. Proofs are keyed by the
+ * session's uid, which stays.
+ */
+export async function rotateSessionId(deps: FlowDeps, ctx: Context, account: AccountSession): Promise<void> {
+  account.session.resetIdentifier();
+  await account.session.persist();
+  sessionCookie(deps, ctx, account.session.jti, account.session.exp);
+}
+
+/** Ends this browser's session (too many failed re-authentications): it proves nothing any more. */
+export async function endAccountSession(deps: FlowDeps, ctx: Context, account: AccountSession): Promise<void> {
+  await account.session.destroy();
+  await deps.db('session_proofs').where({ session_uid: account.sessionUid }).delete();
+  sessionCookie(deps, ctx, null);
+}
+
+/**
+ * Spends an attempt to prove a factor on an account page before anything is verified. The
+ * session's own budget running out ends the session: a stolen cookie gets a handful of guesses,
+ * not an oracle. The account's password or second-factor budget is spent too.
+ */
+export async function reserveReauth(deps: FlowDeps, ctx: Context, account: AccountSession, method: 'password' | 'code' | 'passkey'): Promise<Reservation> {
+  try {
+    return await deps.loginThrottle.reserveReauth(account.sessionUid, account.user, method);
+  } catch (err) {
+    if (!(err instanceof RateLimitedError)) throw err;
+    if (err.budget === REAUTH_SESSION_BUDGET) await signOutAfterFailures(deps, ctx, account, method);
+    throw err;
+  }
+}
+
+/** Records a wrong factor on an account page; the session ends with its last allowed failure. */
+export async function reauthFailed(deps: FlowDeps, ctx: Context, account: AccountSession, method: string, reservation: Reservation, extra: Record<string, unknown> = {}): Promise<void> {
+  await deps.audit(ctx, { type: 'login.failure', userId: account.user.id, data: { method, via: 'reauth', ...extra } });
+  if (reservation.spentOut.includes(REAUTH_SESSION_BUDGET)) await signOutAfterFailures(deps, ctx, account, method);
+}
+
+async function signOutAfterFailures(deps: FlowDeps, ctx: Context, account: AccountSession, method: string): Promise<never> {
+  await endAccountSession(deps, ctx, account);
+  await deps.audit(ctx, { type: 'session.ended', userId: account.user.id, data: { reason: 'reauth.failures', method } });
+  throw Object.assign(new Error('Too many failed attempts to confirm it’s you. For your security you were signed out: sign in again.'), { status: 429, expose: true });
 }

@@ -14,6 +14,8 @@ import type { FlowDeps } from '../context.ts';
 import type { AccountSection } from '../account/routes.ts';
 import { handleRedirects, requireAccount, requireRecentAuth, type AccountSession } from '../account/session.ts';
 import { bodyOf, ipKey, renderConfirmLink, renderLinkProblem, stringField } from '../mail-links.ts';
+import { redirectSeeOther } from '../interaction.ts';
+import { accountNoticeUrl } from '../account/notices.ts';
 
 const ACCOUNT_LINK = { url: '/account', text: 'Go to your account' };
 const TAKEN = 'An account with this email address already exists. Use another address.';
@@ -57,13 +59,21 @@ export function registerChangeEmailRoutes(router: Router, deps: FlowDeps) {
     if (newEmail.toLowerCase() === account.user.email.toLowerCase()) {
       return formPage(ctx, account, { email: typed, error: 'That is already your email address.' }, 400);
     }
-    if (await findUserByEmail(deps.db, newEmail)) return formPage(ctx, account, { email: typed, error: TAKEN }, 409);
+    // Limits first, then the same answer whether or not the address is taken: the form must not
+    // tell who has an account. The owner of a taken address hears about the attempt instead.
     try {
       await ipLimit.consume(ipKey(ctx));
       await userLimit.consume(`user:${account.user.id}`);
     } catch (err) {
       if (!(err instanceof RateLimitedError)) throw err;
       return formPage(ctx, account, { email: typed, error: 'Too many change requests. Wait a while, then try again.' }, 429);
+    }
+    const owner = await findUserByEmail(deps.db, newEmail);
+    if (owner) {
+      await deps.mail.enqueue(deps.db, owner.email, 'email-in-use', { name: owner.name, email: owner.email });
+      deps.mail.kick();
+      await deps.audit(ctx, { type: 'email.change_to_taken', userId: account.user.id });
+      return redirectSeeOther(ctx, accountNoticeUrl('email-change-sent'));
     }
 
     const { user } = account;
@@ -91,8 +101,7 @@ export function registerChangeEmailRoutes(router: Router, deps: FlowDeps) {
     });
     deps.mail.kick();
     await deps.audit(ctx, { type: 'email.change_requested', userId: user.id });
-    ctx.status = 303;
-    ctx.redirect(`/account?notice=${encodeURIComponent(`We sent a confirmation link to ${newEmail}. Your address changes when you open it.`)}`);
+    redirectSeeOther(ctx, accountNoticeUrl('email-change-sent'));
   });
 
   router.get('/account/email/confirm', async (ctx) => {

@@ -14,6 +14,7 @@ import type { FlowDeps } from '../context.ts';
 import { clientName, finishInteraction, loadInteraction, type InteractionDetails } from '../interaction.ts';
 import { handleRedirects, requireAccount } from '../account/session.ts';
 import { bodyOf, ipKey, renderConfirmLink, renderLinkProblem, stringField } from '../mail-links.ts';
+import { accountNoticeUrl, type AccountNotice } from '../account/notices.ts';
 
 const NEW_LINK = { url: '/account', text: 'Sign in to get a new link' };
 
@@ -34,7 +35,9 @@ function resendReturnPath(value: unknown): string {
   return typeof value === 'string' && /^\/(account|interaction\/[A-Za-z0-9_-]{1,64})$/.test(value) ? value : '/account';
 }
 
-const NOTICES: Record<string, string> = {
+const ACCOUNT_NOTICE_FOR = { sent: 'verification-sent', limited: 'verification-limited', verified: 'already-verified' } as const satisfies Record<string, AccountNotice>;
+
+const NOTICES: Record<keyof typeof ACCOUNT_NOTICE_FOR, string> = {
   sent: 'We sent a new verification link. Check your inbox (and your spam folder).',
   limited: 'We have sent several links already. Wait a while before asking for another one.',
   verified: 'Your email address is already verified.',
@@ -45,7 +48,7 @@ export async function showVerifyEmailPrompt(deps: FlowDeps, ctx: Context, detail
   const user = details.session?.accountId ? await findUserById(deps.db, details.session.accountId) : undefined;
   if (!user) throw Object.assign(new Error('This sign-in has expired. Go back to the application and start again.'), { status: 400, expose: true });
   const client = await deps.provider().Client.find(String(details.params.client_id));
-  const notice = typeof ctx.query.notice === 'string' ? NOTICES[ctx.query.notice] : undefined;
+  const notice = typeof ctx.query.notice === 'string' && Object.hasOwn(NOTICES, ctx.query.notice) ? NOTICES[ctx.query.notice as keyof typeof NOTICES] : undefined;
   deps.views.render(
     ctx,
     'verify-email-required',
@@ -107,7 +110,7 @@ export function registerVerifyEmailRoutes(router: Router, deps: FlowDeps) {
     const account = await requireAccount(deps, ctx, '/account');
     const back = (code: keyof typeof NOTICES) => {
       ctx.status = 303;
-      ctx.redirect(returnTo === '/account' ? `/account?notice=${encodeURIComponent(NOTICES[code]!)}` : `${returnTo}?notice=${code}`);
+      ctx.redirect(returnTo === '/account' ? accountNoticeUrl(ACCOUNT_NOTICE_FOR[code]) : `${returnTo}?notice=${code}`);
     };
     if (account.user.email_verified) return back('verified');
     try {
