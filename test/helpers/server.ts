@@ -169,3 +169,27 @@ export async function testDatabaseLocation(): Promise<{ databaseUrl?: string; da
     },
   };
 }
+
+/**
+ * The links of the newest mail to `to` that the development transport printed to the server's
+ * log (event `mail.dev`), waiting for the outbox to deliver it.
+ */
+export async function devMailLinks(server: TestServer, to: string, timeoutMs = 10_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const found = server.logs
+      .join('')
+      .split('\n')
+      .flatMap((line) => {
+        try {
+          const entry = JSON.parse(line) as { event?: string; to?: string; links?: string[] };
+          return entry.event === 'mail.dev' && entry.to?.toLowerCase() === to.toLowerCase() ? [entry.links ?? []] : [];
+        } catch {
+          return [];
+        }
+      });
+    if (found.length) return found.at(-1)!;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no mail to ${to} in the server log`);
+}

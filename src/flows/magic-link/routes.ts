@@ -6,8 +6,7 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { createUser, findUserByEmail } from '../../identity/users.ts';
 import { humanDuration } from '../../mail/index.ts';
-import { boundToBrowser, consumeMagicLink, inspectMagicLink, magicLinkProof, newBindingSecret, requestMagicLink } from '../../methods/magic-link/index.ts';
-import { sha256Hex } from '../../security/crypto.ts';
+import { boundToBrowser, consumeMagicLink, inspectMagicLink, magicLinkProof, newBindingSecret, parseSignupData, requestMagicLink } from '../../methods/magic-link/index.ts';
 import { createRateLimit, RateLimitedError } from '../../security/rate-limit.ts';
 import type { FlowDeps } from '../context.ts';
 import { clientName, loadInteraction, redirectSeeOther, timedProofs } from '../interaction.ts';
@@ -17,6 +16,20 @@ import { addressKey, bodyOf, ipKey, renderConfirmLink, renderLinkProblem, RESPON
 
 const BINDING_COOKIE = 'lk.magic';
 
+function bindingCookieOptions(deps: FlowDeps, uid: string) {
+  return { signed: true, httpOnly: true, sameSite: 'lax' as const, secure: deps.config.secureCookies, path: `/interaction/${uid}` };
+}
+
+/**
+ * The secret that binds emailed links to this browser and sign-in (one per browser and
+ * interaction: every link asked for here is bound to it). Sign-up links use it too.
+ */
+export function bindLinksToBrowser(deps: FlowDeps, ctx: Context, uid: string, ttlSeconds: number): string {
+  const secret = ctx.cookies.get(BINDING_COOKIE, bindingCookieOptions(deps, uid)) ?? newBindingSecret();
+  ctx.cookies.set(BINDING_COOKIE, secret, { ...bindingCookieOptions(deps, uid), maxAge: ttlSeconds * 1000, overwrite: true });
+  return secret;
+}
+
 export function registerMagicLinkRoutes(router: Router, deps: FlowDeps) {
   const { perIp, perAddress, windowSeconds } = deps.config.mail.rateLimit;
   const ipLimit = createRateLimit(deps.db, 'mail-ip', perIp, windowSeconds);
@@ -24,13 +37,7 @@ export function registerMagicLinkRoutes(router: Router, deps: FlowDeps) {
   const ttl = deps.config.linkTtl.magicLink;
   const emailSchema = z.string().trim().min(1).max(320).pipe(z.email());
 
-  const cookieOptions = (uid: string) => ({
-    signed: true,
-    httpOnly: true,
-    sameSite: 'lax' as const,
-    secure: deps.config.secureCookies,
-    path: `/interaction/${uid}`,
-  });
+  const cookieOptions = (uid: string) => bindingCookieOptions(deps, uid);
   const bindingSecret = (ctx: Context, uid: string) => ctx.cookies.get(BINDING_COOKIE, cookieOptions(uid));
 
   function differentBrowser(ctx: Context) {
@@ -66,9 +73,7 @@ export function registerMagicLinkRoutes(router: Router, deps: FlowDeps) {
       return renderLogin(deps, ctx, details, { email, error: 'Too many sign-in links were requested. Wait a while, then try again.' }, 429);
     }
 
-    // One secret per browser and sign-in: every link this browser asks for here is bound to it.
-    const secret = bindingSecret(ctx, details.uid) ?? newBindingSecret();
-    ctx.cookies.set(BINDING_COOKIE, secret, { ...cookieOptions(details.uid), maxAge: ttl * 1000, overwrite: true });
+    const secret = bindLinksToBrowser(deps, ctx, details.uid, ttl);
     const client = await deps.provider().Client.find(String(details.params.client_id));
 
     const requested = await withResponseFloor(RESPONSE_FLOOR_MS, async () => {
@@ -89,7 +94,7 @@ export function registerMagicLinkRoutes(router: Router, deps: FlowDeps) {
         type: 'magic_link.requested',
         userId: result.kind === 'sign-in' ? result.user.id : null,
         clientId: String(details.params.client_id),
-        data: { outcome: result.kind, emailRef: sha256Hex(email.toLowerCase()).slice(0, 12) },
+        data: { outcome: result.kind, emailRef: deps.audit.emailRef(email) },
       });
       return result;
     });
@@ -151,22 +156,25 @@ export function registerMagicLinkRoutes(router: Router, deps: FlowDeps) {
       if (spent.userId) {
         // The mailbox was just proven: the address is verified.
         await trx('users').where({ id: spent.userId, email_verified: false }).update({ email_verified: true, updated_at: trx.fn.now() });
-        return { userId: spent.userId, created: false };
+        return { userId: spent.userId, created: false, via: 'magic-link' };
       }
+      // A sign-up link: the account is created only now that the mailbox is proven, from this
+      // browser (the one that filled in the form), so nobody can pre-register someone else's address.
       const email = String(spent.data.email ?? '');
-      if (!spent.data.signup || !deps.config.magicLinkSignup || !email) return undefined;
+      const signup = parseSignupData(spent.data);
+      if (!spent.data.signup || !email || (!signup.passwordHash && !deps.config.magicLinkSignup)) return undefined;
       const existing = await findUserByEmail(trx, email);
-      if (existing) return existing.status === 'active' ? { userId: existing.id, created: false } : undefined;
-      const user = await createUser(trx, { email, emailVerified: true });
-      return { userId: user.id, created: true };
+      if (existing) return existing.status === 'active' ? { userId: existing.id, created: false, via: 'magic-link' } : undefined;
+      const user = await createUser(trx, { email, emailVerified: true, name: signup.name, passwordHash: signup.passwordHash });
+      return { userId: user.id, created: true, via: signup.passwordHash ? 'signup' : 'magic-link' };
     });
     if (!outcome) {
       return renderLinkProblem(deps, ctx, (await inspectMagicLink(deps.db, token, checked.uid)).state, { url: `/interaction/${checked.uid}`, text: 'Ask for a new link' }, 'sign-in link');
     }
     ctx.cookies.set(BINDING_COOKIE, null, cookieOptions(checked.uid));
-    if (outcome.created) await deps.audit(ctx, { type: 'user.signup', userId: outcome.userId, clientId, data: { via: 'magic-link' } });
+    if (outcome.created) await deps.audit(ctx, { type: 'user.signup', userId: outcome.userId, clientId, data: { via: outcome.via } });
     deps.metrics.loginAttempts.inc({ method: 'magic-link', result: 'success' });
-    await deps.audit(ctx, { type: 'login.success', userId: outcome.userId, clientId, data: { method: 'magic-link' } });
+    await deps.audit(ctx, { type: 'login.success', userId: outcome.userId, clientId, data: { method: 'magic-link', via: outcome.via } });
     redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, outcome.userId, timedProofs([magicLinkProof])));
   });
 }

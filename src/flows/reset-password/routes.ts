@@ -4,11 +4,10 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { findUserByEmail, findUserById, setPasswordHash } from '../../identity/users.ts';
+import { findUserByEmail, findUserById, replacePassword } from '../../identity/users.ts';
 import { humanDuration } from '../../mail/index.ts';
 import { passwordSchema } from '../../methods/password/index.ts';
 import { revokeAccountEverywhere } from '../../oidc/revoke-account.ts';
-import { sha256Hex } from '../../security/crypto.ts';
 import { consumeLinkToken, inspectLinkToken, issueLinkToken, revokeLinkTokens } from '../../security/link-tokens.ts';
 import { createRateLimit, RateLimitedError } from '../../security/rate-limit.ts';
 import type { FlowDeps } from '../context.ts';
@@ -20,6 +19,21 @@ const NEW_LINK = { url: '/forgot-password', text: 'Get a new link' };
 /** A pending sign-in to go back to afterwards, when the user came from one. */
 function signInUid(value: unknown): string | undefined {
   return typeof value === 'string' && UID_RE.test(value) ? value : undefined;
+}
+
+/**
+ * A reset proves the mailbox only, so it removes no second factor or passkey (they still guard the
+ * sign-in, and the owner may need them); it ends every session and lists what remains, so the
+ * owner can remove what an intruder added.
+ */
+async function signInMethods(deps: FlowDeps, userId: string): Promise<string[]> {
+  const [enrolled, passkeys] = await Promise.all([deps.factors.enrolled(userId), deps.passkeys.list(userId)]);
+  const day = (d: Date) => new Date(d).toISOString().slice(0, 10);
+  return [
+    ...(enrolled.totp ? ['Authenticator app'] : []),
+    ...passkeys.map((p) => `Passkey “${p.name}”, added ${day(p.created_at)}${p.last_used_at ? `, last used ${day(p.last_used_at)}` : ''}`),
+    ...(enrolled.recoveryCodes > 0 ? [`${enrolled.recoveryCodes} unused recovery code${enrolled.recoveryCodes === 1 ? '' : 's'}`] : []),
+  ];
 }
 
 export function registerResetPasswordRoutes(router: Router, deps: FlowDeps) {
@@ -73,7 +87,7 @@ export function registerResetPasswordRoutes(router: Router, deps: FlowDeps) {
       await deps.audit(ctx, {
         type: 'password.reset_requested',
         userId: known?.id ?? null,
-        data: { known: Boolean(known), emailRef: sha256Hex(email.toLowerCase()).slice(0, 12) },
+        data: { known: Boolean(known), emailRef: deps.audit.emailRef(email) },
       });
       return Boolean(known);
     });
@@ -108,13 +122,15 @@ export function registerResetPasswordRoutes(router: Router, deps: FlowDeps) {
       return resetPage(ctx, token, found.token.boundEmail, { fieldErrors: { password: parsed.error.issues[0]?.message ?? 'Choose another password.' } }, 400);
     }
     const hash = await deps.password.hash(parsed.data);
+    // Read before the transaction (one connection on PGlite): the mail lists what the reset kept.
+    const methods = found.token.userId ? await signInMethods(deps, found.token.userId) : [];
 
     const user = await deps.db.transaction(async (trx) => {
       const spent = await consumeLinkToken(trx, token, 'reset-password');
       if (!spent?.userId) return undefined;
       const account = await findUserById(trx, spent.userId);
       if (!account) return undefined;
-      await setPasswordHash(trx, account.id, hash);
+      await replacePassword(trx, account.id, hash);
       // Other open reset and sign-in links die with the old password.
       await revokeLinkTokens(trx, account.id, ['reset-password', 'magic-link']);
       await deps.mail.enqueue(trx, account.email, 'password-changed', {
@@ -122,6 +138,8 @@ export function registerResetPasswordRoutes(router: Router, deps: FlowDeps) {
         email: account.email,
         changedAt: new Date().toUTCString(),
         resetLink: deps.mail.link('/forgot-password'),
+        accountLink: deps.mail.link('/account'),
+        methods,
       });
       return { ...account, uid: typeof spent.data.uid === 'string' ? spent.data.uid : undefined };
     });

@@ -1,13 +1,20 @@
-// Sign-up inside a pending OIDC interaction: create the account, then finish the login prompt.
+// Sign-up inside a pending OIDC interaction. The form never says whether an address already has
+// an account: every valid submission answers "check your email". A free address gets a link that
+// creates the account (with the name and password typed here) when it is opened in this browser;
+// a taken one gets a mail telling its owner someone tried. So sign-up neither enumerates accounts
+// nor lets anyone pre-register another person's address with a password of their choosing.
 import type Router from '@koa/router';
 import { z } from 'zod';
-import { createUser, EmailTakenError } from '../../identity/users.ts';
-import { passwordProof, passwordSchema } from '../../methods/password/index.ts';
+import { findUserByEmail } from '../../identity/users.ts';
+import { humanDuration } from '../../mail/index.ts';
+import { requestSignupLink } from '../../methods/magic-link/index.ts';
+import { passwordSchema } from '../../methods/password/index.ts';
 import { validateBody } from '../../http/forms.ts';
+import { createRateLimit, RateLimitedError } from '../../security/rate-limit.ts';
 import type { FlowDeps } from '../context.ts';
-import { loadInteraction, redirectSeeOther, timedProofs } from '../interaction.ts';
-import { continueSignIn } from '../step-up/routes.ts';
-import { sendVerificationMail } from '../verify-email/routes.ts';
+import { clientName, loadInteraction } from '../interaction.ts';
+import { addressKey, ipKey, RESPONSE_FLOOR_MS, withResponseFloor } from '../mail-links.ts';
+import { bindLinksToBrowser } from '../magic-link/routes.ts';
 
 export function registerSignupRoutes(router: Router, deps: FlowDeps) {
   const signupForm = z.object({
@@ -15,6 +22,12 @@ export function registerSignupRoutes(router: Router, deps: FlowDeps) {
     email: z.string().trim().max(320, 'That email address is too long.').pipe(z.email('Enter a valid email address.')),
     password: passwordSchema(deps.config),
   });
+  const { perIp, perAddress, windowSeconds } = deps.config.mail.rateLimit;
+  const signupIpLimit = createRateLimit(deps.db, 'signup-ip', deps.config.rateLimits.signupPerIp, windowSeconds);
+  const mailIpLimit = createRateLimit(deps.db, 'mail-ip', perIp, windowSeconds);
+  const addressLimit = createRateLimit(deps.db, 'signup-address', perAddress, windowSeconds);
+  // Sign-up links live as long as verification links: the mail may be read later, elsewhere first.
+  const ttl = deps.config.linkTtl.verifyEmail;
 
   const page = (uid: string, vars: Record<string, unknown>) => ({
     title: 'Create your account',
@@ -38,8 +51,8 @@ export function registerSignupRoutes(router: Router, deps: FlowDeps) {
         ctx,
         'signup',
         page(details.uid, {
-          name: typeof name === 'string' ? name : '',
-          email: typeof email === 'string' ? email : '',
+          name: typeof name === 'string' ? name.slice(0, 200) : '',
+          email: typeof email === 'string' ? email.slice(0, 320) : '',
           fieldErrors: result.fieldErrors,
           error: 'Please correct the highlighted fields.',
         }),
@@ -47,29 +60,49 @@ export function registerSignupRoutes(router: Router, deps: FlowDeps) {
       );
     }
     const { name, email, password } = result.data;
-    let user;
+    // Limits before any lookup, so they answer alike for taken and free addresses.
     try {
-      const passwordHash = await deps.password.hash(password);
-      // The account and its verification mail commit together; the mail is sent after commit.
-      user = await deps.db.transaction(async (trx) => {
-        const created = await createUser(trx, { email, name, passwordHash });
-        await sendVerificationMail(deps, trx, created);
-        return created;
-      });
+      await signupIpLimit.consume(ipKey(ctx));
+      await mailIpLimit.consume(ipKey(ctx));
+      await addressLimit.consume(addressKey(email));
     } catch (err) {
-      if (!(err instanceof EmailTakenError)) throw err;
-      return deps.views.render(
-        ctx,
-        'signup',
-        page(details.uid, { name, email, fieldErrors: { email: 'An account with this email already exists. Sign in instead.' } }),
-        409,
-      );
+      if (!(err instanceof RateLimitedError)) throw err;
+      ctx.set('Retry-After', String(err.retryAfterSeconds));
+      return deps.views.render(ctx, 'signup', page(details.uid, { name, email, error: 'Too many sign-ups from here. Wait a while, then try again.' }), 429);
     }
-    deps.mail.kick();
+
+    const secret = bindLinksToBrowser(deps, ctx, details.uid, ttl);
+    const client = await deps.provider().Client.find(String(details.params.client_id));
     const clientId = String(details.params.client_id);
-    await deps.audit(ctx, { type: 'user.signup', userId: user.id, clientId });
-    await deps.audit(ctx, { type: 'login.success', userId: user.id, clientId, data: { method: 'password', via: 'signup' } });
-    // A new account has one factor: if the app asked for more, enrolment follows inline.
-    redirectSeeOther(ctx, await continueSignIn(deps, ctx, details, user.id, timedProofs([passwordProof])));
+    await withResponseFloor(RESPONSE_FLOOR_MS, async () => {
+      // Hashed either way: the answer takes the same time for a taken address.
+      const passwordHash = await deps.password.hash(password);
+      const existing = await findUserByEmail(deps.db, email);
+      if (existing) {
+        await deps.mail.enqueue(deps.db, existing.email, 'signup-existing', { name: existing.name, email: existing.email, resetLink: deps.mail.link('/forgot-password') });
+        await deps.audit(ctx, { type: 'signup.existing_address', userId: existing.id, clientId });
+      } else {
+        // The link and its mail commit together.
+        await deps.db.transaction(async (trx) => {
+          const token = await requestSignupLink(trx, { email, name, passwordHash, uid: details.uid, bindingSecret: secret, ttlSeconds: ttl });
+          await deps.mail.enqueue(trx, email, 'magic-link', {
+            email,
+            signup: true,
+            clientName: clientName(details, client),
+            link: deps.mail.link(`/interaction/${details.uid}/magic-link/verify`, { token }),
+            expiresIn: humanDuration(ttl),
+          });
+        });
+        await deps.audit(ctx, { type: 'magic_link.requested', clientId, data: { outcome: 'sign-up', emailRef: deps.audit.emailRef(email) } });
+      }
+    });
+    deps.mail.kick();
+    deps.views.render(ctx, 'message', {
+      title: 'Check your email',
+      heading: 'Check your email',
+      message: `We sent a link to ${email}. Open it in this browser to finish creating your account; it works for ${humanDuration(ttl)}. If you already have an account, the mail tells you how to sign in.`,
+      actionUrl: `/interaction/${details.uid}`,
+      actionText: 'Back to sign in',
+    });
   });
 }

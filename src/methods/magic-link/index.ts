@@ -43,6 +43,26 @@ export async function requestMagicLink(
   return { kind: 'sign-up', token, email };
 }
 
+/** What a sign-up form left in its link: the name and password hash the account is created with. */
+export function parseSignupData(data: Record<string, unknown>): { name: string | null; passwordHash: string | null } {
+  return {
+    name: typeof data.name === 'string' ? data.name : null,
+    passwordHash: typeof data.passwordHash === 'string' && data.passwordHash.startsWith('$argon2') ? data.passwordHash : null,
+  };
+}
+
+/**
+ * A link that finishes a sign-up with a password, bound to `bindingSecret` like a sign-in link.
+ * The account does not exist until the link is used.
+ */
+export async function requestSignupLink(
+  db: Db | Knex.Transaction,
+  input: { email: string; name: string; passwordHash: string; uid: string; bindingSecret: string; ttlSeconds: number },
+): Promise<string> {
+  const data = { uid: input.uid, binding: tokenHash(input.bindingSecret), email: input.email.trim(), signup: true, name: input.name, passwordHash: input.passwordHash };
+  return issueLinkToken(db, { purpose: 'magic-link', userId: null, data, ttlSeconds: input.ttlSeconds });
+}
+
 /** The link's state, for the interaction `uid` only (a link for another sign-in is not valid here). */
 export async function inspectMagicLink(db: Db, token: unknown, uid: string): Promise<LinkState> {
   const found = await inspectLinkToken(db, token, 'magic-link');
