@@ -22,7 +22,7 @@ import { registerResetPasswordRoutes } from './flows/reset-password/routes.ts';
 import { registerVerifyEmailRoutes } from './flows/verify-email/routes.ts';
 import { securityNotifier } from './flows/notify.ts';
 import { createMail } from './mail/index.ts';
-import { parseBody } from './http/forms.ts';
+import { parseBody, rejectNulInUrl } from './http/forms.ts';
 import { errorHandler, requestContext } from './http/request-context.ts';
 import { createViews } from './http/views.ts';
 import { scheduleJobs, type JobServices } from './jobs/index.ts';
@@ -37,7 +37,7 @@ import { attachProviderEvents } from './oidc/events.ts';
 import { ensureSigningKeys, loadSigningJwks, signingKeysVersion } from './oidc/keys.ts';
 import { assurancePolicyFrom, createProvider } from './oidc/provider.ts';
 import type { Logger } from './observability/logger.ts';
-import { createMetrics } from './observability/metrics.ts';
+import { createMetrics, metricsEndpoint } from './observability/metrics.ts';
 import { createAudit, type Audit } from './security/audit.ts';
 import { runCommand } from './cli/commands.ts';
 import type { Bridge } from './cli/embedded-bridge.ts';
@@ -83,7 +83,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
 
   const views = createViews({ productName: config.productName, themeDir: config.themeDir });
   const metrics = createMetrics();
-  const audit = createAudit(db, log);
+  const audit = createAudit(db, log, secrets.auditRefKey);
   const clients = createClientStore(db, secrets.atRestKey);
   const assurance = assurancePolicyFrom(config);
   const totp = createTotpMethod(db, secrets.atRestKey, config.productName);
@@ -95,7 +95,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   async function buildProvider(): Promise<{ provider: Provider; handler: Middleware }> {
     const jwks = await loadSigningJwks(db, secrets.atRestKey);
     const provider = createProvider({ config, db, views, clients, jwks, cookieKeys: secrets.cookieKeys, atRestKey: secrets.atRestKey, assurance, factors });
-    attachProviderEvents(provider, db, audit, metrics, log);
+    attachProviderEvents(provider, db, audit, metrics, log, mail);
     return { provider, handler: mount(provider) as Middleware };
   }
 
@@ -123,11 +123,14 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   const app = new Koa();
   app.keys = secrets.cookieKeys; // same keys as the provider's cookies, or interaction cookies go unsigned
   app.proxy = config.trustProxy;
+  // The client IP is the entry our own proxies appended, not the left-most one the client wrote.
+  app.maxIpsCount = config.trustProxyHops;
   app.silent = true; // errors are logged by our handlers
 
   app.use(requestContext(log, metrics, config.trustProxy));
   app.use(securityHeaders({ hsts: config.secureCookies }));
   app.use(errorHandler(views));
+  app.use(rejectNulInUrl());
 
   const ops = new Router();
   ops.get('/healthz', (ctx) => {
@@ -143,10 +146,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
       ctx.body = { status: 'unavailable', error_description: 'database unreachable' };
     }
   });
-  ops.get('/metrics', async (ctx) => {
-    ctx.type = metrics.registry.contentType;
-    ctx.body = await metrics.registry.metrics();
-  });
+  ops.get('/metrics', metricsEndpoint(metrics, config.metricsToken));
   if (options.bridge) {
     const bridge = options.bridge;
     ops.post('/internal/cli', parseBody('64kb'), async (ctx) => {
