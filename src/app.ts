@@ -1,7 +1,7 @@
 // Composes the koa application: plumbing, our routes, then oidc-provider mounted last.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Koa, { type Middleware } from 'koa';
+import Koa, { type Context, type Middleware } from 'koa';
 import Router from '@koa/router';
 import mount from 'koa-mount';
 import serveStatic from 'koa-static';
@@ -39,8 +39,6 @@ import { assurancePolicyFrom, createProvider } from './oidc/provider.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, metricsEndpoint } from './observability/metrics.ts';
 import { createAudit, type Audit } from './security/audit.ts';
-import { runCommand } from './cli/commands.ts';
-import type { Bridge } from './cli/embedded-bridge.ts';
 import { csrfProtection } from './security/csrf.ts';
 import { securityHeaders } from './security/headers.ts';
 import { loadSecrets } from './security/secrets.ts';
@@ -64,11 +62,21 @@ export interface Latchkey {
   close(): Promise<void>;
 }
 
+/** Runs CLI commands sent over loopback by a CLI process (the embedded database has one owner). */
+export interface CommandBridge {
+  /** True when the request comes from this machine with the bridge token. */
+  authorized(ctx: Context): boolean;
+  run(argv: string[], latchkey: Latchkey, out: { out(s: string): void; err(s: string): void }): Promise<number>;
+}
+
 export interface LatchkeyOptions {
   /** Run scheduled jobs and watch for key rotations (the server); off for one-shot CLI commands. */
   background: boolean;
-  /** Serve CLI commands for this process's embedded database (see cli/embedded-bridge.ts). */
-  bridge?: Bridge;
+  /**
+   * Serve CLI commands for this process's embedded database (see cli/embedded-bridge.ts): the
+   * caller (the CLI entry) supplies how a command runs, so the app never imports the CLI.
+   */
+  bridge?: CommandBridge;
   /** A database handle opened earlier (start-up overlaps opening it with loading the app). */
   db?: Db;
 }
@@ -155,7 +163,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
       if (!Array.isArray(argv) || !argv.every((a) => typeof a === 'string')) throw Object.assign(new Error('argv must be an array of strings'), { status: 400, expose: true });
       let stdout = '';
       let stderr = '';
-      const code = await runCommand(argv, latchkey, config, log, { out: (s) => (stdout += s), err: (s) => (stderr += s) });
+      const code = await bridge.run(argv, latchkey, { out: (s) => (stdout += s), err: (s) => (stderr += s) });
       ctx.body = { code, stdout, stderr };
     });
   }

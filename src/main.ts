@@ -5,6 +5,9 @@ import { forwardToServer, findRunningServer, createBridge } from './cli/embedded
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { createDb, isEmbedded } from './db/knex.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
+import type { Latchkey } from './app.ts';
+
+type Output = { out(s: string): void; err(s: string): void };
 
 async function serve(config: Config, log: Logger) {
   const started = performance.now();
@@ -16,7 +19,13 @@ async function serve(config: Config, log: Logger) {
   if (embedded && findRunningServer(config)) {
     throw new ConfigError(`another Latchkey server is already using the embedded database in ${config.dataDir}`);
   }
-  const bridge = embedded ? createBridge(config) : undefined;
+  // Commands forwarded to this server run here; loaded on first use, not at start-up.
+  const bridge = embedded
+    ? {
+        ...createBridge(config),
+        run: async (argv: string[], latchkey: Latchkey, out: Output) => (await import('./cli/commands.ts')).runCommand(argv, latchkey, config, log, out),
+      }
+    : undefined;
   const db = createDb(config);
   const { createLatchkey } = await import('./app.ts');
   const latchkey = await createLatchkey(config, log, { background: true, bridge, db });

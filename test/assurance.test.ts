@@ -2,8 +2,8 @@
 // proofs they need, and enrolment is offered only after every existing factor was proven.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assess, type AssurancePolicy, type Proof } from '../src/oidc/assurance.ts';
-import { nextStep, type StepPolicy } from '../src/flows/step-up/plan.ts';
+import { assess, type AssurancePolicy, type Proof } from '../src/assurance/index.ts';
+import { nextStep, type StepPolicy } from '../src/flows/sign-in/plan.ts';
 import type { Enrolled, FactorRegistry } from '../src/methods/registry.ts';
 
 const NOW = 1_000_000;

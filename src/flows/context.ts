@@ -10,7 +10,7 @@ import type { RecoveryCodeMethod } from '../methods/recovery-code/index.ts';
 import type { FactorRegistry } from '../methods/registry.ts';
 import type { TotpMethod } from '../methods/totp/index.ts';
 import type { LoginThrottle } from '../security/login-throttle.ts';
-import type { AssurancePolicy } from '../oidc/assurance.ts';
+import type { AssurancePolicy } from '../assurance/index.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Audit } from '../security/audit.ts';
 

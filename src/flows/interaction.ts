@@ -2,7 +2,7 @@
 import Provider, { errors, type InteractionResults } from 'oidc-provider';
 import type { Context } from 'koa';
 import type { FlowDeps } from './context.ts';
-import { assess, type Proof } from '../oidc/assurance.ts';
+import { assess, type Proof } from '../assurance/index.ts';
 import { loadSessionProofs } from '../sessions/proofs.ts';
 import type { MethodSuccess } from '../methods/types.ts';
 

@@ -1,6 +1,6 @@
 // Which methods a user has, and so which assurance levels they can reach. Flows and the
 // interaction policy ask this; adding a method means adding it here, not to every flow.
-import type { Level } from '../oidc/assurance.ts';
+import type { Level } from '../assurance/index.ts';
 import type { PasskeyMethod } from './passkey/index.ts';
 import type { RecoveryCodeMethod } from './recovery-code/index.ts';
 import type { TotpMethod } from './totp/index.ts';

@@ -1,5 +1,7 @@
 // What every authentication method returns on success: the facts the assurance function needs.
-export type FactorKind = 'knowledge' | 'possession' | 'inherence';
+import type { FactorKind } from '../assurance/index.ts';
+
+export type { FactorKind };
 
 export interface MethodSuccess {
   method: string;

@@ -8,7 +8,7 @@ import type { Db } from '../db/knex.ts';
 import { findUserById } from '../identity/users.ts';
 import type { Mailer } from '../mail/index.ts';
 import { saveSessionProofs } from '../sessions/proofs.ts';
-import type { Proof } from './assurance.ts';
+import type { Proof } from '../assurance/index.ts';
 
 /** Work started by provider events that must finish before the response goes out (see app.ts). */
 export function deferUntilResponse(ctx: { state: Record<string, unknown> }, work: Promise<unknown>): void {

@@ -3,8 +3,7 @@ import { interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Db } from '../db/knex.ts';
 import type { FactorRegistry } from '../methods/registry.ts';
 import { loadSessionProofs } from '../sessions/proofs.ts';
-import { targetLevel, wantedLevels } from '../flows/step-up/plan.ts';
-import { assess, rank, type AssurancePolicy, type Proof } from './assurance.ts';
+import { assess, rank, targetLevel, wantedLevels, type AssurancePolicy, type Proof } from '../assurance/index.ts';
 
 const { Check, base } = interactionPolicy;
 

@@ -5,15 +5,17 @@ import type { Db } from '../db/knex.ts';
 import type { Views } from '../http/views.ts';
 import { findUserById } from '../identity/users.ts';
 import { createAdapterClass } from './adapter.ts';
-import type { AssurancePolicy } from './assurance.ts';
+import type { AssurancePolicy } from '../assurance/index.ts';
 import type { ClientStore } from './clients.ts';
 import { createInteractionPolicy } from './policy.ts';
 import { withVerifiedEmailPrompt } from './verified-email.ts';
 import type { FactorRegistry } from '../methods/registry.ts';
 import { loadSessionGrant } from './grants.ts';
-import { ACCOUNT_CLIENT_ID } from '../flows/account/session.ts';
 
 export const SCOPES = ['openid', 'profile', 'email', 'offline_access'] as const;
+
+/** The first-party client the hosted account pages sign in through (registered statically). */
+export const ACCOUNT_CLIENT_ID = 'latchkey-account';
 
 export interface ProviderDeps {
   config: Config;

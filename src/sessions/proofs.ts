@@ -1,7 +1,7 @@
 // Per-session record of proven factors with their times. oidc-provider's session keeps only
 // the cumulative acr/amr; elevation expiry and "recent authentication" need each factor's time.
 import type { Db } from '../db/knex.ts';
-import type { Proof } from '../oidc/assurance.ts';
+import type { Proof } from '../assurance/index.ts';
 
 /**
  * What session `sessionUid` has proven for `userId`; nothing when the session belongs to someone

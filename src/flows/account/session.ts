@@ -1,17 +1,16 @@
 // The signed-in user behind an /account request, and the recent-authentication gate.
 import type { Context } from 'koa';
 import { findUserById, type User } from '../../identity/users.ts';
-import { assess, type Assurance, type Proof } from '../../oidc/assurance.ts';
+import { assess, type Assurance, type Proof } from '../../assurance/index.ts';
 import { loadSessionProofs, mergeProofs, saveSessionProofs } from '../../sessions/proofs.ts';
 import { randomToken } from '../../security/crypto.ts';
 import type { FlowDeps } from '../context.ts';
 import { timedProofs } from '../interaction.ts';
 import type { MethodSuccess } from '../../methods/types.ts';
+import { ACCOUNT_CLIENT_ID } from '../../oidc/provider.ts';
 import { RateLimitedError } from '../../security/rate-limit.ts';
 import { REAUTH_SESSION_BUDGET, type Reservation } from '../../security/login-throttle.ts';
 
-/** The first-party client the account pages sign in through (registered statically). */
-export const ACCOUNT_CLIENT_ID = 'latchkey-account';
 const STATE_COOKIE = 'lk.account_state';
 
 type ProviderSession = NonNullable<Awaited<ReturnType<ReturnType<FlowDeps['provider']>['Session']['get']>>>;

@@ -11,7 +11,7 @@ import { createRateLimit, RateLimitedError } from '../../security/rate-limit.ts'
 import type { FlowDeps } from '../context.ts';
 import { clientName, loadInteraction, redirectSeeOther, timedProofs } from '../interaction.ts';
 import { renderLogin } from '../login/routes.ts';
-import { continueSignIn } from '../step-up/routes.ts';
+import { continueSignIn } from '../sign-in/next-step.ts';
 import { addressKey, bodyOf, ipKey, renderConfirmLink, renderLinkProblem, RESPONSE_FLOOR_MS, stringField, withResponseFloor } from '../mail-links.ts';
 
 const BINDING_COOKIE = 'lk.magic';

@@ -1,6 +1,7 @@
 // The one place that turns proven factors into acr/amr/auth_time. The interaction policy, the
 // ID token and account pages all ask this function; nothing else computes an acr.
-import type { FactorKind } from '../methods/types.ts';
+/** What kind of factor a proof is (NIST SP 800-63B): a method's success names one. */
+export type FactorKind = 'knowledge' | 'possession' | 'inherence';
 
 export type Level = 'pwd' | 'mfa' | 'phr';
 export const LEVELS: readonly Level[] = ['pwd', 'mfa', 'phr'];
@@ -81,4 +82,18 @@ export function assess(proofs: Proof[], policy: AssurancePolicy, now = Math.floo
     amr,
     authTime: reached.pwd,
   };
+}
+
+/** The level to reach for this request; undefined when none was asked, 'unmet' when none can be. */
+export function targetLevel(wanted: Level[], capable: Set<Level>): Level | 'unmet' | undefined {
+  if (wanted.length === 0) return undefined;
+  return wanted.find((l) => capable.has(l)) ?? 'unmet';
+}
+
+/** acr levels asked for, from acr_values and from an essential claims.id_token.acr request. */
+export function wantedLevels(policy: AssurancePolicy, params: Record<string, unknown>, claims?: { id_token?: { acr?: { values?: string[]; value?: string } } }): Level[] {
+  const fromParam = requestedLevels(policy, params.acr_values as string | undefined);
+  const acrClaim = claims?.id_token?.acr;
+  const fromClaims = requestedLevels(policy, [...(acrClaim?.values ?? []), ...(acrClaim?.value ? [acrClaim.value] : [])].join(' '));
+  return [...new Set([...fromParam, ...fromClaims])];
 }

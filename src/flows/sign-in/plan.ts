@@ -3,7 +3,7 @@
 // minus what has been proven recently enough. When nothing the user has can meet the request,
 // a new factor may be enrolled inline, but only by someone who has just proven every factor the
 // user already has: a password alone never adds a second factor to an account that has one.
-import { LEVELS, rank, requestedLevels, type AssurancePolicy, type Level, type Proof } from '../../oidc/assurance.ts';
+import { LEVELS, rank, targetLevel, type AssurancePolicy, type Level, type Proof } from '../../assurance/index.ts';
 import type { Enrolled, FactorRegistry } from '../../methods/registry.ts';
 
 export type NextStep =
@@ -20,20 +20,6 @@ export interface StepPolicy {
   enroll: 'inline' | 'deny';
   /** Enrolment needs the user's existing factors proven within this many seconds. */
   recentAuthSeconds: number;
-}
-
-/** The level to reach for this request; undefined when none was asked, 'unmet' when none can be. */
-export function targetLevel(wanted: Level[], capable: Set<Level>): Level | 'unmet' | undefined {
-  if (wanted.length === 0) return undefined;
-  return wanted.find((l) => capable.has(l)) ?? 'unmet';
-}
-
-/** acr levels asked for, from acr_values and from an essential claims.id_token.acr request. */
-export function wantedLevels(policy: AssurancePolicy, params: Record<string, unknown>, claims?: { id_token?: { acr?: { values?: string[]; value?: string } } }): Level[] {
-  const fromParam = requestedLevels(policy, params.acr_values as string | undefined);
-  const acrClaim = claims?.id_token?.acr;
-  const fromClaims = requestedLevels(policy, [...(acrClaim?.values ?? []), ...(acrClaim?.value ? [acrClaim.value] : [])].join(' '));
-  return [...new Set([...fromParam, ...fromClaims])];
 }
 
 type Missing = 'nothing' | 'first' | 'second' | 'passkey';

@@ -1,7 +1,7 @@
 // A sign-in that has proven some factors but not yet enough. Bound to the interaction uid:
 // only the browser holding that interaction's cookie can continue it, and it is not a session.
 import type { Db } from '../../db/knex.ts';
-import type { Proof } from '../../oidc/assurance.ts';
+import type { Proof } from '../../assurance/index.ts';
 
 export interface PendingLogin {
   userId: string;
