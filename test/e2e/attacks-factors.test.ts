@@ -11,7 +11,7 @@ import { startServer, type TestServer } from '../helpers/server.ts';
 import { SmtpSink } from '../helpers/smtp-sink.ts';
 import { Authenticator, base32Decode, hotp, stepAt } from '../helpers/totp.ts';
 import { REDIRECT, authorize, insecure, pageKind, startAuthorization, type Credentials, type PageKind } from '../helpers/rp.ts';
-import { Device, RpEndpoint, addFirstPasskey, enterPassword, launchChromium, signIntoAccount, skipWithoutChromium, usePasskey } from '../helpers/chromium.ts';
+import { Device, RpEndpoint, addPasskey, enterPassword, launchChromium, signIntoAccount, skipWithoutChromium, usePasskey } from '../helpers/chromium.ts';
 
 const MFA = 'urn:latchkey:acr:mfa';
 const PHR = 'urn:latchkey:acr:phr';
@@ -480,7 +480,7 @@ describe('passkeys from a pending sign-in (Chromium)', { skip: skipWithoutChromi
           page.locator('[data-passkey-error]').waitFor({ state: 'visible' }).then(() => ({ url: undefined })),
         ]);
         if (outcome.url?.searchParams.get('code')) {
-          const claims = (await flow.tokens(outcome.url)).claims()!;
+          const claims = (await flow.redeem(outcome.url)).claims()!;
           problems.push(`the attacker signed in as ${String(claims.email)} with acr ${String(claims.acr)}`);
         }
       }
@@ -498,7 +498,7 @@ describe('passkeys from a pending sign-in (Chromium)', { skip: skipWithoutChromi
     let codes: string[];
     try {
       await signIntoAccount(device, main.server.issuer, owner);
-      codes = await addFirstPasskey(device, 'Owner laptop');
+      codes = await addPasskey(device, 'Owner laptop');
     } finally {
       await device.close();
     }

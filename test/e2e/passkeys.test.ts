@@ -6,28 +6,17 @@
 // with an openid-client RP.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as oidc from 'openid-client';
 import pg from 'pg';
-import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { Authenticator } from '../helpers/totp.ts';
 import { insecure } from '../helpers/rp.ts';
-
-const CHROMIUM = '/usr/bin/chromium';
-// Without Chromium the file is skipped on a developer machine; in CI it must run (and fail).
-const skip = !fs.existsSync(CHROMIUM) && !process.env.CI ? `${CHROMIUM} is not installed` : false;
+import { Device, RpEndpoint, addPasskey, enterPassword, launchChromium, signIntoAccount, skipWithoutChromium, usePasskey, type Credential } from '../helpers/chromium.ts';
 
 const MFA = 'urn:latchkey:acr:mfa';
 const PHR = 'urn:latchkey:acr:phr';
 const RECENT_AUTH_TTL = 3;
-
-async function exportCredentials(cdp: CDPSession, authenticatorId: string) {
-  return (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
-}
-type Credential = Awaited<ReturnType<typeof exportCredentials>>[number];
 
 interface User {
   id: string;
@@ -35,90 +24,7 @@ interface User {
   password: string;
 }
 
-/**
- * One person's browser: a fresh context (no cookies) with a page and a virtual platform
- * authenticator that verifies the user, holding `credentials` (exported from another device).
- *
- * Presence simulation stands for the person answering the authenticator's prompt. It starts
- * off: with it on, Chromium's virtual authenticator also answers the sign-in page's conditional
- * (autofill) request at once, as if the person had picked the passkey from the autofill list,
- * so the page would sign in before anyone clicked. A click on a passkey button turns it on
- * first (`usePasskey`), once the page's autofill request is pending: one started while presence
- * was off keeps waiting for the person.
- */
-class Device {
-  readonly context: BrowserContext;
-  readonly page: Page;
-  readonly cdp: CDPSession;
-  readonly authenticatorId: string;
-
-  constructor(context: BrowserContext, page: Page, cdp: CDPSession, authenticatorId: string) {
-    this.context = context;
-    this.page = page;
-    this.cdp = cdp;
-    this.authenticatorId = authenticatorId;
-  }
-
-  static async open(browser: Browser, credentials: Credential[] = []): Promise<Device> {
-    const context = await browser.newContext();
-    // Observe (not change) the page's conditional request, to know when it is pending.
-    await context.addInitScript(`{
-      const get = navigator.credentials.get.bind(navigator.credentials);
-      navigator.credentials.get = (options) => {
-        if (options && options.mediation === 'conditional') window.autofillPending = true;
-        return get(options);
-      };
-    }`);
-    const page = await context.newPage();
-    page.setDefaultTimeout(10_000);
-    const cdp = await context.newCDPSession(page);
-    await cdp.send('WebAuthn.enable');
-    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-      options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: false },
-    });
-    for (const credential of credentials) await cdp.send('WebAuthn.addCredential', { authenticatorId, credential });
-    return new Device(context, page, cdp, authenticatorId);
-  }
-
-  credentials() {
-    return exportCredentials(this.cdp, this.authenticatorId);
-  }
-
-  /** Whether the person answers the authenticator's prompts from now on. */
-  async present(enabled: boolean) {
-    await this.cdp.send('WebAuthn.setAutomaticPresenceSimulation', { authenticatorId: this.authenticatorId, enabled });
-  }
-
-  /** Where the page is and what it says, for failure messages. */
-  async describe(): Promise<string> {
-    const text = await this.page.locator('body').innerText({ timeout: 1000 }).catch(() => '(no page)');
-    return `${this.page.url()}:\n${text.trim().slice(0, 500)}`;
-  }
-
-  close() {
-    return this.context.close();
-  }
-}
-
-/**
- * The RP's redirect URI is a real endpoint in this process, where the browser lands with the
- * code. (A page.route() on http://localhost:9/cb does not catch the last hop of a redirect
- * chain started by page.goto(): Chromium goes to the network, ERR_UNSAFE_PORT or refused.)
- */
-const returns = new Map<string, (url: string) => void>();
-let rpServer: http.Server;
-let redirectUri: string;
-
-async function startRpEndpoint() {
-  rpServer = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', redirectUri);
-    returns.get(url.searchParams.get('state') ?? '')?.(url.href);
-    res.writeHead(200, { 'content-type': 'text/plain' }).end('back at the application');
-  });
-  await new Promise<void>((resolve) => rpServer.listen(0, '127.0.0.1', resolve));
-  redirectUri = `http://127.0.0.1:${(rpServer.address() as AddressInfo).port}/cb`;
-}
-
+const endpoint = new RpEndpoint();
 let server: TestServer;
 /** A second server with a short RECENT_AUTH_TTL, for the recent-authentication gate. */
 let shortServer: TestServer;
@@ -133,58 +39,11 @@ async function createUser(srv: TestServer, prefix: string): Promise<User> {
   return { id, email, password };
 }
 
-/** Fills the hosted sign-in page with the password, as a person would. */
-async function enterPassword(page: Page, user: User) {
-  await page.getByRole('textbox', { name: 'Email', exact: true }).fill(user.email);
-  await page.getByLabel('Password').fill(user.password);
-  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-}
-
-/** Clicks a passkey button and answers the authenticator's prompt. */
-async function usePasskey(device: Device, button: string) {
-  if (await device.page.locator('[data-passkey-autofill]').count()) {
-    // Polled from here: page.waitForFunction compiles its predicate with eval inside the page,
-    // which our CSP (no 'unsafe-eval') refuses whenever the first check is not already true.
-    const deadline = Date.now() + 10_000;
-    while (!(await device.page.evaluate(() => (globalThis as { autofillPending?: boolean }).autofillPending === true))) {
-      if (Date.now() > deadline) throw new Error('the page never started its autofill passkey request');
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  await device.present(true);
-  await device.page.getByRole('button', { name: button }).click();
-}
-
-/** Opens /account (through the hosted sign-in with the password) in the device. */
-async function signIntoAccount(device: Device, srv: TestServer, user: User) {
-  await device.page.goto(`${srv.issuer}/account`);
-  await enterPassword(device.page, user);
-  await device.page.getByRole('heading', { name: 'Your account' }).waitFor();
-}
-
-/**
- * Adds a passkey from the account page. The first one brings recovery codes, shown once:
- * returns them (empty for later passkeys) after coming back to the account page.
- */
-async function addPasskey(device: Device, name: string): Promise<string[]> {
-  const { page } = device;
-  await page.getByLabel('New passkey name').fill(name);
-  await usePasskey(device, 'Add a passkey');
-  const codesHeading = page.getByRole('heading', { name: 'Save your recovery codes' });
-  const notice = page.getByRole('status').filter({ hasText: 'Passkey added.' });
-  await codesHeading.or(notice).waitFor();
-  if (!(await codesHeading.isVisible())) return [];
-  const codes = (await page.getByRole('list', { name: 'Recovery codes' }).getByRole('listitem').allTextContents()).map((c) => c.trim());
-  await page.getByRole('link', { name: 'I saved my codes, continue' }).click();
-  await page.getByRole('heading', { name: 'Your account' }).waitFor();
-  return codes;
-}
-
 /** A user who signed in with the password at /account, then added a passkey there. */
 async function createPasskeyUser(prefix: string, srv = server): Promise<User & { device: Device; credential: Credential }> {
   const user = await createUser(srv, prefix);
   const device = await Device.open(browser);
-  await signIntoAccount(device, srv, user);
+  await signIntoAccount(device, srv.issuer, user);
   const codes = await addPasskey(device, `${prefix} laptop`);
   assert.equal(codes.length, 10);
   const credentials = await device.credentials();
@@ -192,49 +51,9 @@ async function createPasskeyUser(prefix: string, srv = server): Promise<User & {
   return { ...user, device, credential: credentials[0]! };
 }
 
-/**
- * The RP side: an authorization request built by openid-client (PKCE S256), opened in the
- * device; `tokens()` waits for the browser to come back to the RP and redeems the code.
- */
-async function authorize(device: Device, params: Record<string, string> = {}) {
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const url = oidc.buildAuthorizationUrl(rp, {
-    redirect_uri: redirectUri,
-    scope: 'openid email',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    ...params,
-  });
-  let returned: string | undefined;
-  const back = new Promise<string>((resolve) => {
-    returns.set(state, (u) => {
-      returned = u;
-      resolve(u);
-    });
-  });
-  const started = Math.floor(Date.now() / 1000);
-  // Nobody touches the authenticator until the test clicks a passkey button.
-  await device.present(false);
-  await device.page.goto(url.href);
-  return {
-    started,
-    /** Whether the browser came back to the RP (with a code or an error) for this request. */
-    returned: () => returned !== undefined,
-    async tokens(timeoutMs = 10_000) {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(async () => reject(new Error(`the browser did not come back to the RP within ${timeoutMs} ms; it shows ${await device.describe()}`)), timeoutMs);
-      });
-      const callback = new URL(await Promise.race([back, timeout]).finally(() => clearTimeout(timer)));
-      // The RP saw the request; let the browser finish landing there before anything else.
-      await device.page.waitForURL((u) => u.href.startsWith(redirectUri));
-      assert.equal(callback.searchParams.get('error'), null, `the RP got an error: ${callback.search}`);
-      const tokens = await oidc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier, expectedState: state });
-      return { tokens, claims: tokens.claims()! };
-    },
-  };
+/** An authorization request of the test RP, opened in the device (see RpEndpoint.authorize). */
+function authorize(device: Device, params: Record<string, string> = {}) {
+  return endpoint.authorize(rp, device, params);
 }
 
 function assertPasskeyAmr(amr: unknown) {
@@ -271,24 +90,21 @@ async function auditEvents(srv: TestServer, type: string): Promise<{ user_id: st
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe('passkeys in Chromium', { skip }, () => {
+describe('passkeys in Chromium', { skip: skipWithoutChromium }, () => {
   before(async () => {
     [server, shortServer, , browser] = await Promise.all([
       startServer({ STEP_UP_ENROLL: 'inline' }),
       startServer({ RECENT_AUTH_TTL: String(RECENT_AUTH_TTL) }),
-      startRpEndpoint(),
-      chromium.launch({
-        executablePath: CHROMIUM,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      }),
+      endpoint.start(),
+      launchChromium(),
     ]);
-    const created = (await server.cli(['clients', 'create', '--id', 'rp', '--first-party', '--redirect-uri', redirectUri, '--grant-type', 'authorization_code'])) as { client_secret: string };
+    const created = (await server.cli(['clients', 'create', '--id', 'rp', '--first-party', '--redirect-uri', endpoint.redirectUri, '--grant-type', 'authorization_code'])) as { client_secret: string };
     rp = await oidc.discovery(new URL(server.issuer), 'rp', created.client_secret, undefined, insecure);
   });
   after(async () => {
     await browser?.close();
     await Promise.all([server?.stop(), shortServer?.stop()]);
-    rpServer?.close();
+    endpoint.stop();
   });
 
   describe('registration and passwordless sign-in', () => {
@@ -299,7 +115,7 @@ describe('passkeys in Chromium', { skip }, () => {
       const device = await Device.open(browser);
       try {
         const { page } = device;
-        await signIntoAccount(device, server, alice);
+        await signIntoAccount(device, server.issuer, alice);
         await page.getByText('No passkeys yet.').waitFor();
         // Signed in a moment ago: no re-authentication before adding.
         const codes = await addPasskey(device, 'Work laptop');
