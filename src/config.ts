@@ -55,6 +55,11 @@ const envSchema = z.object({
   REAUTH_MAX_FAILURES: z.coerce.number().int().min(1).default(5),
   SIGNUP_RATE_LIMIT_PER_IP: z.coerce.number().int().min(1).default(10),
   REFRESH_REUSE_GRACE: int(5),
+  // Outbound requests to URLs clients or operators supply: exact origins exempt from the private-address refusal.
+  OUTBOUND_ALLOW_ORIGINS: z.string().default('').refine((v) => v.split(',').map((o) => o.trim()).filter(Boolean).every((o) => URL.canParse(o)), 'must be comma-separated origins such as http://127.0.0.1:4100'),
+  SAML_CLOCK_SKEW: int(120),
+  DELETION_GRACE_DAYS: int(30),
+  DELETION_MAX_AGE: int(300),
   // Mail: transport, outbox retries, emailed-link lifetimes, verification policy, mail rate limits.
   SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
   MAIL_TRANSPORT: z.enum(['smtp', 'log']).optional(),
@@ -142,6 +147,9 @@ function buildConfig(env: z.infer<typeof envSchema>) {
       reauthMaxFailures: env.REAUTH_MAX_FAILURES,
       signupPerIp: env.SIGNUP_RATE_LIMIT_PER_IP,
     },
+    outboundAllowOrigins: env.OUTBOUND_ALLOW_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
+    saml: { clockSkewSeconds: env.SAML_CLOCK_SKEW },
+    deletion: { graceDays: env.DELETION_GRACE_DAYS, maxAgeSeconds: env.DELETION_MAX_AGE },
     /** Seconds after a refresh token's rotation in which presenting it again is a retry, not reuse. */
     refreshReuseGraceSeconds: env.REFRESH_REUSE_GRACE,
     mail: {
