@@ -316,6 +316,29 @@ describe('recent-auth gate, elevation expiry, known-device cookie (short TTLs)',
   });
 });
 
+describe('password reset', () => {
+  test('keeps the second factor, ends the sessions and mails the list of sign-in methods', async () => {
+    const user = await createTotpUser(timed, 'reset');
+    const other = new Browser();
+    const forgot = asPage(await other.get(`${timed.server.issuer}/forgot-password`));
+    await other.submit(forgot, 'form[action="/forgot-password"]', { email: user.email });
+    const link = (await sink.next(user.email, /Reset your password/)).links.find((l) => l.startsWith(`${timed.server.issuer}/reset-password?token=`))!;
+    const form = asPage(await other.get(link));
+    asPage(await other.submit(form, 'form[action="/reset-password"]', { password: 'a brand new password 1' }));
+
+    const changed = await sink.next(user.email, /Your password was changed/);
+    assert.match(changed.text, /Authenticator app/, 'the mail lists the authenticator app the reset kept');
+    assert.match(changed.text, /10 unused recovery codes/);
+    // The session that enrolled TOTP is gone, and the new password still needs the second factor.
+    const account = await user.browser.request(`${timed.server.issuer}/account`);
+    assert.ok(account.status >= 300 && account.status < 400 && /\/auth\?/.test(account.headers.get('location') ?? ''), 'the old session was ended');
+    const fresh = new Browser();
+    const { step } = await startAuthorization(fresh, timed.rp);
+    const next = asPage(await fresh.submit(asPage(step), 'form[action$="/login"]', { email: user.email, password: 'a brand new password 1' }));
+    assert.equal(pageKind(next), 'totp', 'the new password is followed by the kept second factor');
+  });
+});
+
 describe('known-device cookie', () => {
   test('is set only after the whole sign-in, not after the password of a TOTP user', async () => {
     const user = await createTotpUser(main, 'devcookie');
