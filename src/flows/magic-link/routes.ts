@@ -166,6 +166,8 @@ export function registerMagicLinkRoutes(router: Router, deps: FlowDeps) {
       const existing = await findUserByEmail(trx, email);
       if (existing) return existing.status === 'active' ? { userId: existing.id, created: false, via: 'magic-link' } : undefined;
       const user = await createUser(trx, { email, emailVerified: true, name: signup.name, passwordHash: signup.passwordHash });
+      // The spent link no longer needs the password hash it carried.
+      await trx('link_tokens').where({ id: spent.id }).update({ data: trx.raw("data - 'passwordHash'") });
       return { userId: user.id, created: true, via: signup.passwordHash ? 'signup' : 'magic-link' };
     });
     if (!outcome) {
