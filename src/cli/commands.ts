@@ -168,6 +168,8 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
     });
     if (action === 'create') {
       if (!values.email || !values.password) throw new UsageError('users create needs --email and --password');
+      // Operators choose these: the common-password list applies; the account's own words are
+      // checked where people choose their passwords (sign-up, reset).
       const password = passwordSchema(config).parse(values.password);
       const user = await createUser(db, {
         email: values.email,

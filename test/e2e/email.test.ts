@@ -262,7 +262,7 @@ describe('password reset', () => {
     asPage(await other.submit(form, 'form[action="/forgot-password"]', { email: victim }));
     const link = linkIn(await sink.next(victim, /Reset your password/), `${server.issuer}/reset-password?token=`);
     const reset = asPage(await other.get(link));
-    assert.equal(heading(asPage(await other.submit(reset, 'form[action="/reset-password"]', { password: 'session password 2' }))), 'Your password was changed');
+    assert.equal(heading(asPage(await other.submit(reset, 'form[action="/reset-password"]', { password: 'a fresh secret 2' }))), 'Your password was changed');
 
     await assert.rejects(oidc.refreshTokenGrant(app, rotated.refresh_token!), (err: oidc.ResponseBodyError) => err.error === 'invalid_grant');
     assert.equal((await oidc.tokenIntrospection(app, rotated.access_token)).active, false, 'access tokens are dead too');

@@ -187,7 +187,14 @@ describe('sign-up on the hosted page', () => {
     const weak = asPage(await browser.submit(signup, 'form[action$="/signup"]', { name: 'Bob', email: 'bob@example.com', password: 'short' }));
     assert.equal(weak.status, 400);
     assert.match(weak.html, /at least 8 characters/);
-    const sent = asPage(await browser.submit(weak, 'form[action$="/signup"]', { name: 'Bob', email: 'bob@example.com', password: 'a long enough password' }));
+    // A common password, and one made of the account's own name, are refused with the reason.
+    const common = asPage(await browser.submit(weak, 'form[action$="/signup"]', { name: 'Bob', email: 'bob@example.com', password: 'Password123!' }));
+    assert.equal(common.status, 400);
+    assert.match(common.html, /in a list of commonly used passwords/);
+    const own = asPage(await browser.submit(common, 'form[action$="/signup"]', { name: 'Bobby Tables', email: 'bob@example.com', password: 'tables are fun 42' }));
+    assert.equal(own.status, 400);
+    assert.match(own.html, /contains your name/);
+    const sent = asPage(await browser.submit(own, 'form[action$="/signup"]', { name: 'Bob', email: 'bob@example.com', password: 'a long enough password' }));
     assert.equal(sent.status, 200);
     assert.equal(sent.doc.querySelector('h1')?.text.trim(), 'Check your email');
     let users = (await server.cli(['users', 'list'])) as { email: string }[];

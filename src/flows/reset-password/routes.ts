@@ -6,7 +6,7 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { findUserByEmail, findUserById, replacePassword } from '../../identity/users.ts';
 import { humanDuration } from '../../mail/index.ts';
-import { passwordSchema } from '../../methods/password/index.ts';
+import { passwordProblem, passwordSchema } from '../../methods/password/index.ts';
 import { revokeAccountEverywhere } from '../../oidc/revoke-account.ts';
 import { consumeLinkToken, inspectLinkToken, issueLinkToken, revokeLinkTokens } from '../../security/link-tokens.ts';
 import { createRateLimit, RateLimitedError } from '../../security/rate-limit.ts';
@@ -117,7 +117,10 @@ export function registerResetPasswordRoutes(router: Router, deps: FlowDeps) {
     const token = stringField(body, 'token') ?? '';
     const found = await inspectLinkToken(deps.db, token, 'reset-password');
     if (found.state !== 'valid') return renderLinkProblem(deps, ctx, found.state, NEW_LINK);
+    const owner = found.token.userId ? await findUserById(deps.db, found.token.userId) : undefined;
     const parsed = newPassword.safeParse(body.password);
+    const problem = parsed.success ? passwordProblem(parsed.data, { email: owner?.email, name: owner?.name }) : undefined;
+    if (problem) return resetPage(ctx, token, found.token.boundEmail, { fieldErrors: { password: problem } }, 400);
     if (!parsed.success) {
       return resetPage(ctx, token, found.token.boundEmail, { fieldErrors: { password: parsed.error.issues[0]?.message ?? 'Choose another password.' } }, 400);
     }

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { findUserByEmail } from '../../identity/users.ts';
 import { humanDuration } from '../../mail/index.ts';
 import { requestSignupLink } from '../../methods/magic-link/index.ts';
-import { passwordSchema } from '../../methods/password/index.ts';
+import { passwordProblem, passwordSchema } from '../../methods/password/index.ts';
 import { validateBody } from '../../http/forms.ts';
 import { createRateLimit, RateLimitedError } from '../../security/rate-limit.ts';
 import type { FlowDeps } from '../context.ts';
@@ -17,11 +17,16 @@ import { addressKey, ipKey, RESPONSE_FLOOR_MS, withResponseFloor } from '../mail
 import { bindLinksToBrowser } from '../magic-link/routes.ts';
 
 export function registerSignupRoutes(router: Router, deps: FlowDeps) {
-  const signupForm = z.object({
-    name: z.string().trim().min(1, 'Enter your name.').max(200, 'Use at most 200 characters.'),
-    email: z.string().trim().max(320, 'That email address is too long.').pipe(z.email('Enter a valid email address.')),
-    password: passwordSchema(deps.config),
-  });
+  const signupForm = z
+    .object({
+      name: z.string().trim().min(1, 'Enter your name.').max(200, 'Use at most 200 characters.'),
+      email: z.string().trim().max(320, 'That email address is too long.').pipe(z.email('Enter a valid email address.')),
+      password: passwordSchema(deps.config),
+    })
+    .superRefine((form, issues) => {
+      const problem = passwordProblem(form.password, { email: form.email, name: form.name });
+      if (problem) issues.addIssue({ code: 'custom', path: ['password'], message: problem });
+    });
   const { perIp, perAddress, windowSeconds } = deps.config.mail.rateLimit;
   const signupIpLimit = createRateLimit(deps.db, 'signup-ip', deps.config.rateLimits.signupPerIp, windowSeconds);
   const mailIpLimit = createRateLimit(deps.db, 'mail-ip', perIp, windowSeconds);

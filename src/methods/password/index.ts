@@ -6,16 +6,24 @@ import type { Config } from '../../config.ts';
 import type { Db } from '../../db/knex.ts';
 import { findUserByEmail, setPasswordHash, type User } from '../../identity/users.ts';
 import type { MethodSuccess } from '../types.ts';
+import { passwordProblem, type PasswordContext } from './policy.ts';
+
+export { passwordProblem, type PasswordContext };
 
 const ARGON2ID = 2 as const; // argon2.argon2id, as the literal the typings want
 
 export const passwordProof = { method: 'password', amr: ['pwd'], factor: 'knowledge', phishingResistant: false } as const;
 
-export function passwordSchema(config: Pick<Config, 'password'>) {
+/** A new password: length, and not a common one or one built from `context` (see policy.ts). */
+export function passwordSchema(config: Pick<Config, 'password' | 'productName'>, context: PasswordContext = {}) {
   return z
     .string()
     .min(config.password.minLength, `Use at least ${config.password.minLength} characters.`)
-    .max(config.password.maxLength, `Use at most ${config.password.maxLength} characters.`);
+    .max(config.password.maxLength, `Use at most ${config.password.maxLength} characters.`)
+    .superRefine((password, issues) => {
+      const problem = passwordProblem(password, { productName: config.productName, ...context });
+      if (problem) issues.addIssue({ code: 'custom', message: problem });
+    });
 }
 
 export function createPasswordMethod(db: Db, config: Pick<Config, 'argon2' | 'password'>) {
