@@ -12,6 +12,8 @@ import { migrateLatest } from './db/migrate.ts';
 import { registerConsentRoutes } from './flows/consent/routes.ts';
 import type { FlowDeps } from './flows/context.ts';
 import { registerLoginRoutes } from './flows/login/routes.ts';
+import { registerSamlRoutes } from './flows/saml/routes.ts';
+import { createConnectionStore } from './federation/saml/connections.ts';
 import { registerAccountRoutes } from './flows/account/routes.ts';
 import { registerSecurityRoutes, securitySection } from './flows/account/security.ts';
 import { registerStepUpRoutes } from './flows/step-up/routes.ts';
@@ -176,6 +178,12 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   const pages = new Router();
   pages.use(parseBody(config.bodyLimit));
   pages.use(csrfProtection({ key: secrets.csrfKey, secure: config.secureCookies }));
+  // SAML: the ACS takes a cross-site POST from the IdP (no CSRF token: the response is its own
+  // proof), so it has its own router; home-realm discovery goes in front of the sign-in forms.
+  const saml = new Router();
+  saml.use(parseBody('512kb'));
+  registerSamlRoutes(pages, saml, deps, { connections: createConnectionStore(db, secrets.atRestKey) });
+  app.use(saml.routes());
   registerLoginRoutes(pages, deps);
   registerSignupRoutes(pages, deps);
   registerConsentRoutes(pages, deps);

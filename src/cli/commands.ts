@@ -11,6 +11,8 @@ import { passwordSchema } from '../methods/password/index.ts';
 import { ClientExistsError } from '../oidc/clients.ts';
 import { listSigningKeys, rotateSigningKeys } from '../oidc/keys.ts';
 import type { Logger } from '../observability/logger.ts';
+import { SAML_USAGE, samlCommand } from './saml.ts';
+import { clientsUpdateCommand, usersDeletionCommand } from './deletion.ts';
 
 export const USAGE = `Usage: latchkey <command> [options]
 
@@ -19,14 +21,18 @@ export const USAGE = `Usage: latchkey <command> [options]
   clients create --id ID [--secret S | --public] --redirect-uri URI...
                  [--post-logout-redirect-uri URI...] [--grant-type G...] [--scope "..."]
                  [--name NAME] [--first-party] [--require-verified-email]
-                 [--backchannel-logout-uri URI] [--resource-server]
+                 [--backchannel-logout-uri URI] [--resource-server] [--events-uri URI]
+  clients update ID --events-uri URI     where Security Event Tokens go ('' removes it)
   clients list
   clients delete ID
   users create --email E (--password P | --password-stdin) [--name N] [--verified]
   users list
+  users delete EMAIL [--now]             schedule deletion after DELETION_GRACE_DAYS, or delete at once
+  users purge --due [--as-of ISO-8601]   purge accounts whose grace period ended (by the given time)
   keys rotate                            new current signing keys; old ones stay published until tokens expire
   keys list
   jobs run NAME                          run a scheduled job now (${Object.keys(JOBS).join(', ')})
+${SAML_USAGE}
 
 Every command accepts --json for machine-readable output.`;
 
@@ -51,9 +57,13 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
         return 0;
       }
       case 'clients':
+        if (sub === 'update') return await clientsUpdateCommand(rest, { latchkey, print, usage: (m) => new UsageError(m) });
         return await clientsCommand(sub, rest);
       case 'users':
+        if (sub === 'delete' || sub === 'purge') return await usersDeletionCommand(sub, rest, { latchkey, print, usage: (m) => new UsageError(m) });
         return await usersCommand(sub, rest);
+      case 'saml':
+        return await samlCommand(sub, rest, { latchkey, config, json, out: io.out, err: io.err, usage: (message) => { throw new UsageError(message); } });
       case 'keys':
         return await keysCommand(sub);
       case 'jobs': {

@@ -5,6 +5,8 @@ import * as m0001 from '../../migrations/0001_core.ts';
 import * as m0002 from '../../migrations/0002_email.ts';
 import * as m0003 from '../../migrations/0003_factors.ts';
 import * as m0004 from '../../migrations/0004_security.ts';
+import * as m0005 from '../../migrations/0005_saml.ts';
+import * as m0006 from '../../migrations/0006_deletion.ts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -16,6 +18,8 @@ const migrations: Record<string, Migration> = {
   '0002_email': m0002,
   '0003_factors': m0003,
   '0004_security': m0004,
+  '0005_saml': m0005,
+  '0006_deletion': m0006,
 };
 
 const source: Knex.MigrationSource<string> = {

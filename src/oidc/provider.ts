@@ -4,6 +4,8 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db/knex.ts';
 import type { Views } from '../http/views.ts';
 import { findUserById } from '../identity/users.ts';
+import { rolesAndGroups } from '../identity/roles.ts';
+import { isDeletionScheduled } from '../identity/deletion.ts';
 import { createAdapterClass } from './adapter.ts';
 import type { AssurancePolicy } from '../assurance/index.ts';
 import type { ClientStore } from './clients.ts';
@@ -12,7 +14,7 @@ import { withVerifiedEmailPrompt } from './verified-email.ts';
 import type { FactorRegistry } from '../methods/registry.ts';
 import { loadSessionGrant } from './grants.ts';
 
-export const SCOPES = ['openid', 'profile', 'email', 'offline_access'] as const;
+export const SCOPES = ['openid', 'profile', 'email', 'offline_access', 'roles'] as const;
 
 /** The first-party client the hosted account pages sign in through (registered statically). */
 export const ACCOUNT_CLIENT_ID = 'latchkey-account';
@@ -50,11 +52,14 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   async function findAccount(_ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> {
     const user = await findUserById(db, sub);
-    if (!user || user.status !== 'active') return undefined;
+    // An account waiting out its deletion grace period gets no tokens for any client.
+    if (!user || user.status !== 'active' || (await isDeletionScheduled(db, user.id))) return undefined;
     return {
       accountId: user.id,
-      async claims() {
-        return { sub: user.id, email: user.email, email_verified: user.email_verified, name: user.name ?? undefined };
+      async claims(_use, scope) {
+        // Roles (from a federation's role map) and the IdP's groups, only under the `roles` scope.
+        const extra = scope.split(' ').includes('roles') ? await rolesAndGroups(db, user.id) : {};
+        return { sub: user.id, email: user.email, email_verified: user.email_verified, name: user.name ?? undefined, ...extra };
       },
     };
   }
@@ -80,6 +85,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       openid: ['sub', 'acr', 'amr', 'auth_time'],
       email: ['email', 'email_verified'],
       profile: ['name'],
+      roles: ['roles', 'groups'],
       acr: null,
       amr: null,
       auth_time: null,

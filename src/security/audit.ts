@@ -40,7 +40,14 @@ export type AuditType =
   | 'signup.existing_address'
   | 'email.change_to_taken'
   | 'magic_link.requested'
-  | 'user.deleted';
+  | 'saml.rejected'
+  | 'saml.connection_added'
+  | 'saml.connection_updated'
+  | 'saml.connection_removed'
+  | 'user.roles_changed'
+  | 'user.deleted'
+  | 'deletion.scheduled'
+  | 'deletion.cancelled';
 
 export interface AuditEvent {
   type: AuditType;
