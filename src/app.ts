@@ -23,6 +23,10 @@ import { registerMagicLinkRoutes } from './flows/magic-link/routes.ts';
 import { registerResetPasswordRoutes } from './flows/reset-password/routes.ts';
 import { registerVerifyEmailRoutes } from './flows/verify-email/routes.ts';
 import { securityNotifier } from './flows/notify.ts';
+import { registerDeletionRoutes } from './flows/deletion/routes.ts';
+import { createDeletionService, type DeletionService } from './flows/deletion/service.ts';
+import { createSecurityEvents, type SecurityEvents } from './events/index.ts';
+import { createOutbound } from './security/outbound.ts';
 import { createMail } from './mail/index.ts';
 import { parseBody, rejectNulInUrl } from './http/forms.ts';
 import { errorHandler, requestContext } from './http/request-context.ts';
@@ -58,6 +62,9 @@ export interface Latchkey {
   atRestKey: Buffer;
   /** What scheduled and on-demand jobs use besides the database. */
   jobServices: JobServices;
+  /** Account deletion (schedule, cancel, purge) and the Security Event Token outbox. */
+  deletion: DeletionService;
+  events: SecurityEvents;
   provider(): Provider;
   /** Rebuilds the provider if the published signing keys changed. */
   reloadKeys(): Promise<void>;
@@ -129,6 +136,8 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     provider: () => current.provider,
   };
   deps.notify = securityNotifier(deps);
+  const events = createSecurityEvents({ db, config, log, atRestKey: secrets.atRestKey, outbound: createOutbound(config.outboundAllowOrigins) });
+  const deletion = createDeletionService({ config, db, mail, events, audit, log, provider: () => current.provider });
 
   const app = new Koa();
   app.keys = secrets.cookieKeys; // same keys as the provider's cookies, or interaction cookies go unsigned
@@ -194,6 +203,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   registerResetPasswordRoutes(pages, deps);
   registerMagicLinkRoutes(pages, deps);
   registerChangeEmailRoutes(pages, deps);
+  registerDeletionRoutes(pages, deps, deletion);
   app.use(pages.routes());
   app.use(pages.allowedMethods());
 
@@ -221,8 +231,9 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     }, config.keyCheckIntervalSeconds * 1000);
     keyTimer.unref();
     timers.push(keyTimer);
-    stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds, { config, mail });
+    stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds, { config, mail, events, deletion });
     mail.start(); // delivers the outbox in the background, retrying failures
+    events.start(); // likewise the Security Event Tokens
   }
 
   const latchkey: Latchkey = {
@@ -232,13 +243,16 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     password: deps.password,
     audit,
     atRestKey: secrets.atRestKey,
-    jobServices: { config, mail },
+    jobServices: { config, mail, events, deletion },
+    deletion,
+    events,
     provider: () => current.provider,
     reloadKeys,
     async close() {
       timers.forEach(clearInterval);
       stopJobs();
       await mail.stop();
+      await events.stop();
       await db.destroy();
     },
   };

@@ -60,6 +60,11 @@ const envSchema = z.object({
   SAML_CLOCK_SKEW: int(120),
   DELETION_GRACE_DAYS: int(30),
   DELETION_MAX_AGE: int(300),
+  // Security Event Token delivery (RFC 8935): outbox polling and retries with backoff.
+  EVENTS_POLL_INTERVAL: z.coerce.number().int().min(1).default(10),
+  EVENTS_RETRY_BASE: z.coerce.number().int().min(1).default(30),
+  EVENTS_RETRY_MAX_DELAY: z.coerce.number().int().min(1).default(3600),
+  EVENTS_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(10),
   // Mail: transport, outbox retries, emailed-link lifetimes, verification policy, mail rate limits.
   SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
   MAIL_TRANSPORT: z.enum(['smtp', 'log']).optional(),
@@ -150,6 +155,10 @@ function buildConfig(env: z.infer<typeof envSchema>) {
     outboundAllowOrigins: env.OUTBOUND_ALLOW_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
     saml: { clockSkewSeconds: env.SAML_CLOCK_SKEW },
     deletion: { graceDays: env.DELETION_GRACE_DAYS, maxAgeSeconds: env.DELETION_MAX_AGE },
+    events: {
+      pollIntervalSeconds: env.EVENTS_POLL_INTERVAL,
+      retry: { baseSeconds: env.EVENTS_RETRY_BASE, maxDelaySeconds: env.EVENTS_RETRY_MAX_DELAY, maxAttempts: env.EVENTS_MAX_ATTEMPTS },
+    },
     /** Seconds after a refresh token's rotation in which presenting it again is a retry, not reuse. */
     refreshReuseGraceSeconds: env.REFRESH_REUSE_GRACE,
     mail: {

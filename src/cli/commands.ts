@@ -119,6 +119,7 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
         'require-verified-email': { type: 'boolean', default: false },
         'resource-server': { type: 'boolean', default: false },
         'backchannel-logout-uri': { type: 'string' },
+        'events-uri': { type: 'string' },
         json: { type: 'boolean' },
       },
     });
@@ -138,6 +139,7 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
           requireVerifiedEmail: values['require-verified-email'],
           resourceServer: values['resource-server'],
           backchannelLogoutUri: values['backchannel-logout-uri'],
+          eventsUri: values['events-uri'],
         },
         // The provider's own validation, so a client that would fail at sign-in fails now.
         (metadata) => latchkey.provider().Client.validate(metadata as never),

@@ -5,6 +5,8 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db/knex.ts';
 import { deleteStaleUnverifiedUsers } from '../identity/unverified.ts';
 import type { Mailer } from '../mail/index.ts';
+import type { SecurityEvents } from '../events/index.ts';
+import type { DeletionService } from '../flows/deletion/service.ts';
 import type { Logger } from '../observability/logger.ts';
 import { sweepExpired } from '../oidc/adapter.ts';
 import { deleteRetiredSigningKeys } from '../oidc/keys.ts';
@@ -16,6 +18,8 @@ import { purgeSignInState } from '../sessions/sweep.ts';
 export interface JobServices {
   config: Pick<Config, 'unverifiedTtlSeconds'>;
   mail: Mailer;
+  events: SecurityEvents;
+  deletion: DeletionService;
 }
 
 export interface Job {
@@ -58,6 +62,30 @@ export const JOBS: Record<string, Job> = {
     async run(db, { mail }) {
       const delivered = await mail.deliverDue();
       return { ...delivered, purged: await mail.purge(db) };
+    },
+  },
+  // Security Event Tokens to relying parties: the same leases as the mail outbox.
+  'security-events': {
+    lockId: 72_517_104,
+    unlocked: true,
+    async run(db, { events }) {
+      const delivered = await events.deliverDue();
+      return { ...delivered, purged: await events.purge(db) };
+    },
+  },
+  'deletion-reminders': {
+    lockId: 72_517_105,
+    async run(trx, { deletion }) {
+      return { reminded: await deletion.remindDue(trx) };
+    },
+  },
+  // One transaction per user (a locked job would put them all in one): each user's row is
+  // locked with SKIP LOCKED, so instances running it together purge each user once.
+  'deletion-purge': {
+    lockId: 72_517_106,
+    unlocked: true,
+    async run(_db, { deletion }) {
+      return { purged: (await deletion.purgeDue(new Date())).length };
     },
   },
 };

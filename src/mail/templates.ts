@@ -23,6 +23,9 @@ export const MAIL_TEMPLATES = {
         : 'A sign-in method was added to your account',
   'signup-existing': () => 'Someone tried to create an account with your email address',
   'email-in-use': () => 'Someone tried to use your email address',
+  'deletion-scheduled': () => 'Your account will be deleted',
+  'deletion-reminder': () => 'Your account will be deleted in 3 days',
+  'deletion-completed': () => 'Your account was deleted',
 } as const satisfies Record<string, (vars: Record<string, unknown>) => string>;
 
 export type MailTemplate = keyof typeof MAIL_TEMPLATES;

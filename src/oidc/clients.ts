@@ -19,6 +19,8 @@ export const clientInputSchema = z
     requireVerifiedEmail: z.boolean().default(false),
     resourceServer: z.boolean().default(false),
     backchannelLogoutUri: z.url().optional(),
+    // Where Security Event Tokens about this client's users are pushed (RFC 8935).
+    eventsUri: z.url({ protocol: /^https?$/ }).optional(),
   })
   .superRefine((v, ctx) => {
     if (v.public && v.secret) ctx.addIssue({ code: 'custom', message: '--public and --secret are mutually exclusive' });
@@ -55,6 +57,7 @@ export function toClientMetadata(input: z.output<typeof clientInputSchema>): Rec
     token_endpoint_auth_method: input.public ? 'none' : 'client_secret_basic',
     ...(input.scope ? { scope: input.scope } : {}),
     ...(input.backchannelLogoutUri ? { backchannel_logout_uri: input.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
+    ...(input.eventsUri ? { events_uri: input.eventsUri } : {}),
     first_party: input.firstParty,
     require_verified_email: input.requireVerifiedEmail,
     resource_server: input.resourceServer,
@@ -102,6 +105,18 @@ export function createClientStore(db: Db, atRestKey: Buffer) {
         ...row.metadata,
         ...(row.secret_enc ? { client_secret: decrypt(atRestKey, row.secret_enc, aad(row.client_id)) } : {}),
       };
+    },
+
+    /** Sets (or with null removes) the client's events_uri; false when there is no such client. */
+    async setEventsUri(clientId: string, eventsUri: string | null, validate?: (metadata: Record<string, unknown>) => Promise<void>): Promise<boolean> {
+      const parsed = eventsUri === null ? null : z.url({ protocol: /^https?$/ }).parse(eventsUri);
+      const row = await db<ClientRow>('oidc_clients').where({ client_id: clientId }).first('metadata');
+      if (!row) return false;
+      const { events_uri: _old, ...rest } = row.metadata;
+      const metadata = parsed ? { ...rest, events_uri: parsed } : rest;
+      if (validate) await validate(metadata);
+      await db('oidc_clients').where({ client_id: clientId }).update({ metadata: JSON.stringify(metadata), updated_at: db.fn.now() });
+      return true;
     },
 
     async list() {

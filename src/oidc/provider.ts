@@ -112,8 +112,13 @@ export function createProvider(deps: ProviderDeps): Provider {
     // Put the scope-granted claims into the ID token too: RPs read email/name from it.
     conformIdTokenClaims: false,
     extraClientMetadata: {
-      properties: ['first_party', 'require_verified_email', 'resource_server'],
+      properties: ['first_party', 'require_verified_email', 'resource_server', 'events_uri'],
       validator(_ctx, key, value) {
+        // events_uri: where Security Event Tokens are pushed (RFC 8935); http(s) only.
+        if (key === 'events_uri') {
+          if (value !== undefined && (typeof value !== 'string' || !/^https?:$/.test(URL.parse(value)?.protocol ?? ''))) throw new errors.InvalidClientMetadata('events_uri must be an http(s) URL');
+          return;
+        }
         if (value !== undefined && typeof value !== 'boolean') throw new errors.InvalidClientMetadata(`${key} must be a boolean`);
       },
     },

@@ -5,6 +5,7 @@
 // calls continueSignIn exactly as the password form does.
 import type { Context } from 'koa';
 import { findUserById } from '../../identity/users.ts';
+import { isDeletionScheduled } from '../../identity/deletion.ts';
 import { wantedLevels, type Proof } from '../../assurance/index.ts';
 import type { FlowDeps } from '../context.ts';
 import { interactionResultUrl, loginResultUrl, type InteractionDetails } from '../interaction.ts';
@@ -40,6 +41,12 @@ const STEP_PAGES = { 'first-factor': 'reauthenticate', factor: 'factor', enroll:
 export async function continueSignIn(deps: FlowDeps, ctx: Context, details: InteractionDetails, userId: string, proofs: Proof[]): Promise<string> {
   const { step, wanted } = await planFor(deps, details, userId, proofs);
   if (step.kind === 'done') {
+    // During a deletion's grace period the sign-in ends on the page that offers to cancel it
+    // (flows/deletion): no client gets a code, whatever proved who the user is.
+    if (await isDeletionScheduled(deps.db, userId)) {
+      await savePending(deps.db, details.uid, { userId, proofs }, deps.config.ttl.interaction);
+      return `/interaction/${details.uid}/deletion`;
+    }
     await clearPending(deps.db, details.uid);
     // Only a browser that completed every factor becomes one the owner is known to use.
     const user = await findUserById(deps.db, userId);
