@@ -14,8 +14,11 @@ import type { FlowDeps } from './flows/context.ts';
 import { registerLoginRoutes } from './flows/login/routes.ts';
 import { registerSamlRoutes } from './flows/saml/routes.ts';
 import { createConnectionStore } from './federation/saml/connections.ts';
+import { createScimApi } from './scim/routes.ts';
 import { registerAccountRoutes } from './flows/account/routes.ts';
 import { registerSecurityRoutes, securitySection } from './flows/account/security.ts';
+import { registerConsoleRoutes } from './flows/account/console.ts';
+import { registerAccountApiRoutes } from './flows/account-api/routes.ts';
 import { registerStepUpRoutes } from './flows/step-up/routes.ts';
 import { registerSignupRoutes } from './flows/signup/routes.ts';
 import { emailAccountSection, registerChangeEmailRoutes } from './flows/change-email/routes.ts';
@@ -24,6 +27,9 @@ import { registerResetPasswordRoutes } from './flows/reset-password/routes.ts';
 import { registerVerifyEmailRoutes } from './flows/verify-email/routes.ts';
 import { securityNotifier } from './flows/notify.ts';
 import { registerDeletionRoutes } from './flows/deletion/routes.ts';
+import { registerSessionRoutes } from './flows/account/sessions.ts';
+import { registerPasswordRoutes } from './flows/account/password.ts';
+import { createDeviceSessionHooks } from './sessions/sign-in.ts';
 import { createDeletionService, type DeletionService } from './flows/deletion/service.ts';
 import { createSecurityEvents, type SecurityEvents } from './events/index.ts';
 import { createOutbound } from './security/outbound.ts';
@@ -108,11 +114,12 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   const passkeys = createPasskeyMethod(db, config.webauthn);
   const factors = createFactorRegistry({ totp, recoveryCodes, passkeys });
   const mail = createMail(config, log, db, secrets.atRestKey);
+  const deviceSessions = createDeviceSessionHooks({ db, audit, mail, log });
 
   async function buildProvider(): Promise<{ provider: Provider; handler: Middleware }> {
     const jwks = await loadSigningJwks(db, secrets.atRestKey);
     const provider = createProvider({ config, db, views, clients, jwks, cookieKeys: secrets.cookieKeys, atRestKey: secrets.atRestKey, assurance, factors });
-    attachProviderEvents(provider, db, audit, metrics, log, mail);
+    attachProviderEvents(provider, db, audit, metrics, log, mail, deviceSessions);
     return { provider, handler: mount(provider) as Middleware };
   }
 
@@ -193,17 +200,26 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   saml.use(parseBody('512kb'));
   registerSamlRoutes(pages, saml, deps, { connections: createConnectionStore(db, secrets.atRestKey) });
   app.use(saml.routes());
+  // SCIM provisioning: bearer-authenticated JSON (no cookies, so no CSRF), its own body parsing.
+  app.use(createScimApi(deps, { connections: createConnectionStore(db, secrets.atRestKey), deletion, events }));
   registerLoginRoutes(pages, deps);
   registerSignupRoutes(pages, deps);
   registerConsentRoutes(pages, deps);
   registerStepUpRoutes(pages, deps);
   registerAccountRoutes(pages, deps, [emailAccountSection, securitySection]);
   registerSecurityRoutes(pages, deps);
+  registerConsoleRoutes(pages, deps);
   registerVerifyEmailRoutes(pages, deps);
   registerResetPasswordRoutes(pages, deps);
   registerMagicLinkRoutes(pages, deps);
   registerChangeEmailRoutes(pages, deps);
   registerDeletionRoutes(pages, deps, deletion);
+  registerSessionRoutes(pages, deps);
+  registerPasswordRoutes(pages, deps);
+  // The Account API: bearer tokens, no cookies, so no CSRF and no page body parser.
+  const accountApi = new Router();
+  registerAccountApiRoutes(accountApi, deps, deletion);
+  app.use(accountApi.routes());
   app.use(pages.routes());
   app.use(pages.allowedMethods());
 
@@ -233,6 +249,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     timers.push(keyTimer);
     stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds, { config, mail, events, deletion });
     mail.start(); // delivers the outbox in the background, retrying failures
+    await clients.cache.watch(log); // clients cached, invalidated on change (oidc/client-cache.ts)
     events.start(); // likewise the Security Event Tokens
   }
 
@@ -253,6 +270,8 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
       stopJobs();
       await mail.stop();
       await events.stop();
+      await clients.cache.close();
+      await audit.flush(); // batched routine rows (security/audit.ts)
       await db.destroy();
     },
   };

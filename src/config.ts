@@ -1,4 +1,5 @@
 // The only module that reads the environment. Everything else receives a typed Config.
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -13,7 +14,8 @@ const envSchema = z.object({
   HOST: z.string().default('0.0.0.0'),
   ISSUER: z.url().optional(),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
-  DATABASE_POOL_MAX: int(10),
+  // Default: 2 × CPU cores + 1 (each query holds a connection only while it runs).
+  DATABASE_POOL_MAX: z.coerce.number().int().min(1).optional(),
   DATA_DIR: z.string().default('./data'),
   LATCHKEY_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   COOKIE_SECRETS: z.string().optional(),
@@ -28,11 +30,20 @@ const envSchema = z.object({
   ARGON2_MEMORY_KIB: int(19456),
   ARGON2_TIME_COST: int(2),
   ARGON2_PARALLELISM: int(1),
+  // Hashes in flight at once (default: one per CPU core) and sign-ins allowed to wait for one (default:
+  // 4 per hash in flight); beyond that a sign-in is refused at once with 503 and Retry-After.
+  ARGON2_MAX_CONCURRENCY: z.coerce.number().int().min(1).optional(),
+  ARGON2_MAX_QUEUE: z.coerce.number().int().nonnegative().optional(),
   PASSWORD_MIN_LENGTH: int(8),
   ACCESS_TOKEN_TTL: int(3600),
   ID_TOKEN_TTL: int(3600),
   REFRESH_TOKEN_TTL: int(14 * 24 * 3600),
   SESSION_TTL: int(14 * 24 * 3600),
+  // Browser sessions end after this long unused (SESSION_REMEMBER_TTL when "Keep me signed in" was
+  // ticked; SESSION_TTL is its older name), and SESSION_MAX_TTL after the sign-in, whichever first.
+  SESSION_IDLE_TTL: z.coerce.number().int().min(1).default(30 * 60),
+  SESSION_REMEMBER_TTL: z.coerce.number().int().min(1).optional(),
+  SESSION_MAX_TTL: z.coerce.number().int().min(1).default(30 * 24 * 3600),
   GRANT_TTL: int(365 * 24 * 3600),
   INTERACTION_TTL: int(3600),
   SWEEP_INTERVAL: int(300),
@@ -54,6 +65,8 @@ const envSchema = z.object({
   FACTOR_RATE_LIMIT_PER_USER: z.coerce.number().int().min(1).default(20),
   REAUTH_MAX_FAILURES: z.coerce.number().int().min(1).default(5),
   SIGNUP_RATE_LIMIT_PER_IP: z.coerce.number().int().min(1).default(10),
+  // SCIM requests with a missing or wrong bearer token, per client IP per 15 minutes.
+  SCIM_RATE_LIMIT_PER_IP: z.coerce.number().int().min(1).default(20),
   REFRESH_REUSE_GRACE: int(5),
   // Outbound requests to URLs clients or operators supply: exact origins exempt from the private-address refusal.
   OUTBOUND_ALLOW_ORIGINS: z.string().default('').refine((v) => v.split(',').map((o) => o.trim()).filter(Boolean).every((o) => URL.canParse(o)), 'must be comma-separated origins such as http://127.0.0.1:4100'),
@@ -89,6 +102,12 @@ export type Config = ReturnType<typeof buildConfig>;
 
 export class ConfigError extends Error {}
 
+/** argon2 work in flight at once and allowed to wait (methods/password): sized to the CPU cores. */
+function argon2Pool(maxConcurrency: number | undefined, maxQueue: number | undefined) {
+  const concurrency = maxConcurrency ?? os.availableParallelism();
+  return { maxConcurrency: concurrency, maxQueue: maxQueue ?? 4 * concurrency };
+}
+
 function buildConfig(env: z.infer<typeof envSchema>) {
   const issuer = (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/+$/, '');
   const production = env.NODE_ENV === 'production';
@@ -109,7 +128,7 @@ function buildConfig(env: z.infer<typeof envSchema>) {
     issuer,
     secureCookies: issuer.startsWith('https://'),
     databaseUrl: env.DATABASE_URL,
-    databasePoolMax: env.DATABASE_POOL_MAX,
+    databasePoolMax: env.DATABASE_POOL_MAX ?? 2 * os.availableParallelism() + 1,
     dataDir: path.resolve(env.DATA_DIR),
     rootSecret: env.LATCHKEY_SECRET,
     cookieSecrets: env.COOKIE_SECRETS?.split(',').map((s) => s.trim()).filter(Boolean),
@@ -121,12 +140,13 @@ function buildConfig(env: z.infer<typeof envSchema>) {
     themeDir: env.THEME_DIR ? path.resolve(env.THEME_DIR) : undefined,
     bodyLimit: env.BODY_LIMIT,
     argon2: { memoryCost: env.ARGON2_MEMORY_KIB, timeCost: env.ARGON2_TIME_COST, parallelism: env.ARGON2_PARALLELISM },
+    argon2Pool: argon2Pool(env.ARGON2_MAX_CONCURRENCY, env.ARGON2_MAX_QUEUE),
     password: { minLength: env.PASSWORD_MIN_LENGTH, maxLength: 128 },
     ttl: {
       accessToken: env.ACCESS_TOKEN_TTL,
       idToken: env.ID_TOKEN_TTL,
       refreshToken: env.REFRESH_TOKEN_TTL,
-      session: env.SESSION_TTL,
+      session: env.SESSION_REMEMBER_TTL ?? env.SESSION_TTL,
       grant: env.GRANT_TTL,
       interaction: env.INTERACTION_TTL,
     },
@@ -138,6 +158,8 @@ function buildConfig(env: z.infer<typeof envSchema>) {
       enroll: env.STEP_UP_ENROLL,
     },
     recentAuthSeconds: env.RECENT_AUTH_TTL,
+    /** Browser session timeouts in seconds: idle (short, or long when remembered) and absolute. */
+    sessionTimeouts: { idle: env.SESSION_IDLE_TTL, rememberIdle: env.SESSION_REMEMBER_TTL ?? env.SESSION_TTL, max: env.SESSION_MAX_TTL },
     // Passkeys are bound to a domain (never an IP) and an origin; both default to the issuer's.
     webauthn: {
       rpId: env.WEBAUTHN_RP_ID ?? new URL(issuer).hostname,
@@ -151,6 +173,7 @@ function buildConfig(env: z.infer<typeof envSchema>) {
       factorPerUser: env.FACTOR_RATE_LIMIT_PER_USER,
       reauthMaxFailures: env.REAUTH_MAX_FAILURES,
       signupPerIp: env.SIGNUP_RATE_LIMIT_PER_IP,
+      scimPerIp: env.SCIM_RATE_LIMIT_PER_IP,
     },
     outboundAllowOrigins: env.OUTBOUND_ALLOW_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
     saml: { clockSkewSeconds: env.SAML_CLOCK_SKEW },

@@ -13,6 +13,7 @@ import { listSigningKeys, rotateSigningKeys } from '../oidc/keys.ts';
 import type { Logger } from '../observability/logger.ts';
 import { SAML_USAGE, samlCommand } from './saml.ts';
 import { clientsUpdateCommand, usersDeletionCommand } from './deletion.ts';
+import { SESSIONS_USAGE, sessionsCommand } from './sessions.ts';
 
 export const USAGE = `Usage: latchkey <command> [options]
 
@@ -21,8 +22,9 @@ export const USAGE = `Usage: latchkey <command> [options]
   clients create --id ID [--secret S | --public] --redirect-uri URI...
                  [--post-logout-redirect-uri URI...] [--grant-type G...] [--scope "..."]
                  [--name NAME] [--first-party] [--require-verified-email]
-                 [--backchannel-logout-uri URI] [--resource-server] [--events-uri URI]
+                 [--backchannel-logout-uri URI] [--resource-server] [--events-uri URI] [--account-api]
   clients update ID --events-uri URI     where Security Event Tokens go ('' removes it)
+  clients update ID --account-api | --no-account-api   allow or stop requesting the Account API
   clients list
   clients delete ID
   users create --email E (--password P | --password-stdin) [--name N] [--verified]
@@ -32,6 +34,7 @@ export const USAGE = `Usage: latchkey <command> [options]
   keys rotate                            new current signing keys; old ones stay published until tokens expire
   keys list
   jobs run NAME                          run a scheduled job now (${Object.keys(JOBS).join(', ')})
+${SESSIONS_USAGE}
 ${SAML_USAGE}
 
 Every command accepts --json for machine-readable output.`;
@@ -57,6 +60,7 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
         return 0;
       }
       case 'clients':
+        if (sub === 'update' && rest.some((a) => a === '--account-api' || a === '--no-account-api')) return await clientsAccountApiCommand(rest);
         if (sub === 'update') return await clientsUpdateCommand(rest, { latchkey, print, usage: (m) => new UsageError(m) });
         return await clientsCommand(sub, rest);
       case 'users':
@@ -64,6 +68,8 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
         return await usersCommand(sub, rest);
       case 'saml':
         return await samlCommand(sub, rest, { latchkey, config, json, out: io.out, err: io.err, usage: (message) => { throw new UsageError(message); } });
+      case 'sessions':
+        return await sessionsCommand(sub, rest, { latchkey, log, print, usage: (m) => new UsageError(m) });
       case 'keys':
         return await keysCommand(sub);
       case 'jobs': {
@@ -120,6 +126,7 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
         'resource-server': { type: 'boolean', default: false },
         'backchannel-logout-uri': { type: 'string' },
         'events-uri': { type: 'string' },
+        'account-api': { type: 'boolean', default: false },
         json: { type: 'boolean' },
       },
     });
@@ -140,6 +147,7 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
           resourceServer: values['resource-server'],
           backchannelLogoutUri: values['backchannel-logout-uri'],
           eventsUri: values['events-uri'],
+          accountApi: values['account-api'],
         },
         // The provider's own validation, so a client that would fail at sign-in fails now.
         (metadata) => latchkey.provider().Client.validate(metadata as never),
@@ -164,6 +172,21 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
       return deleted ? 0 : 1;
     }
     throw new UsageError(`unknown clients command ${action ?? ''}`);
+  }
+
+  async function clientsAccountApiCommand(args: string[]): Promise<number> {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { id: { type: 'string' }, 'account-api': { type: 'boolean' }, 'no-account-api': { type: 'boolean' }, json: { type: 'boolean' } },
+    });
+    const id = positionals[0] ?? values.id;
+    if (!id || values['account-api'] === values['no-account-api']) throw new UsageError('usage: latchkey clients update ID --account-api | --no-account-api');
+    const allowed = Boolean(values['account-api']);
+    const updated = await latchkey.clients.setAccountApi(id, allowed);
+    if (updated) await latchkey.audit(undefined, { type: 'client.updated', clientId: id, data: { account_api: allowed } });
+    print({ client_id: id, updated, account_api: allowed }, () => (updated ? `${id}: Account API ${allowed ? 'allowed' : 'not allowed'}` : `no client ${id}`));
+    return updated ? 0 : 1;
   }
 
   async function usersCommand(action: string | undefined, args: string[]): Promise<number> {

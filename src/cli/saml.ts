@@ -5,26 +5,29 @@ import { parseArgs } from 'node:util';
 import type { Latchkey } from '../app.ts';
 import type { Level } from '../assurance/index.ts';
 import type { Config } from '../config.ts';
-import { ATTRIBUTE_KEYS, ConnectionError, createConnectionStore, spUrls, type AcrMap, type AttributeKey, type AttributeMap, type ConnectionInput, type SamlConnection } from '../federation/saml/connections.ts';
+import { ATTRIBUTE_KEYS, ConnectionError, STEP_UP_MODES, createConnectionStore, spUrls, type StepUpMode, type AcrMap, type AttributeKey, type AttributeMap, type ConnectionInput, type SamlConnection } from '../federation/saml/connections.ts';
 import { levelFor, mapProfile, parseRoleMap, rolesFor } from '../federation/saml/mapping.ts';
 import { MetadataError } from '../federation/saml/metadata.ts';
+import { CERT_WARNING_DAYS } from '../federation/saml/maintenance.ts';
 import { decodeResponse, validateResponseXml } from '../federation/saml/validate.ts';
 import { SamlRejection } from '../federation/saml/xml.ts';
 import { findUserByEmail } from '../identity/users.ts';
 import { createOutbound } from '../security/outbound.ts';
+import { issueScimToken } from '../scim/tokens.ts';
 
 export const SAML_USAGE = `  saml add --name NAME (--metadata FILE | --metadata-url URL) --domains a.com[,b.com]
            [--default-role ROLE] [--map FILE] [--attribute KEY=AttributeName ...]
            [--acr CLASSREF=pwd|mfa|phr ...] [--allow-idp-initiated] [--sso-only]
+           [--encrypted-assertions] [--step-up local|idp]
   saml list                              connections, their domains and IdP certificate expiry
   saml show NAME
-  saml update NAME [the options of add; --no-sso-only, --no-allow-idp-initiated; metadata
-                   is fetched again from --metadata-url]
+  saml update NAME [the options of add; --no-sso-only, --no-allow-idp-initiated,
+                   --no-encrypted-assertions; metadata is fetched again from --metadata-url]
   saml remove NAME
-  saml test NAME --response FILE         validate and map a captured response; changes nothing`;
+  saml test NAME --response FILE         validate and map a captured response; changes nothing
+  saml scim-token NAME                   a new SCIM bearer token (shown once; replaces the previous one)`;
 
 const LEVELS = new Set<Level>(['pwd', 'mfa', 'phr']);
-const CERT_WARNING_DAYS = 30;
 
 export interface SamlCliContext {
   latchkey: Latchkey;
@@ -55,6 +58,8 @@ function describe(config: Config, c: SamlConnection) {
     default_role: c.defaultRole,
     allow_idp_initiated: c.allowIdpInitiated,
     sso_only: c.ssoOnly,
+    encrypted_assertions: c.encryptedAssertions,
+    step_up: c.stepUp,
   };
 }
 
@@ -77,6 +82,8 @@ export async function samlCommand(action: string | undefined, args: string[], cl
       acr: { type: 'string', multiple: true },
       'allow-idp-initiated': { type: 'boolean' },
       'sso-only': { type: 'boolean' },
+      'encrypted-assertions': { type: 'boolean' },
+      'step-up': { type: 'string' },
       response: { type: 'string' },
       json: { type: 'boolean' },
     },
@@ -153,6 +160,11 @@ export async function samlCommand(action: string | undefined, args: string[], cl
     if (acr) input.acrMap = acr;
     if (values['allow-idp-initiated'] !== undefined) input.allowIdpInitiated = values['allow-idp-initiated'];
     if (values['sso-only'] !== undefined) input.ssoOnly = values['sso-only'];
+    if (values['encrypted-assertions'] !== undefined) input.encryptedAssertions = values['encrypted-assertions'];
+    if (values['step-up'] !== undefined) {
+      if (!STEP_UP_MODES.includes(values['step-up'] as StepUpMode)) cli.usage('--step-up takes local or idp');
+      input.stepUp = values['step-up'] as StepUpMode;
+    }
     return input;
   }
 
@@ -226,7 +238,13 @@ export async function samlCommand(action: string | undefined, args: string[], cl
         try {
           // The file may hold the base64 form field or the XML itself.
           const xml = raw.startsWith('<') ? raw : decodeResponse(raw);
-          const validated = validateResponseXml(xml, { connection, spEntityId: urls.entityId, acsUrl: urls.acsUrl, skewSeconds: config.saml.clockSkewSeconds });
+          const validated = validateResponseXml(xml, {
+            connection,
+            spEntityId: urls.entityId,
+            acsUrl: urls.acsUrl,
+            skewSeconds: config.saml.clockSkewSeconds,
+            decryptionKeyPem: await store.spEncryptionKey(name),
+          });
           const profile = mapProfile(validated.facts, connection.attributeMap);
           const roles = rolesFor(profile.groups, connection.roleMap, connection.defaultRole);
           const linked = await latchkey.db('saml_identities').where({ connection_name: name, name_id: validated.facts.nameId }).first('user_id');
@@ -240,7 +258,7 @@ export async function samlCommand(action: string | undefined, args: string[], cl
             roles,
             level: levelFor(validated.facts.authnContextClassRef, connection.acrMap),
             in_response_to: validated.inResponseTo,
-            user: linked ? { id: linked.user_id, action: 'update' } : byEmail ? { id: byEmail.id, action: 'refuse: an account with this email exists and is not linked' } : { id: null, action: 'create' },
+            user: linked ? { id: linked.user_id, action: 'update' } : byEmail ? { id: byEmail.id, action: 'link: offered to this existing account, made only after its owner signs in locally and confirms' } : { id: null, action: 'create' },
           };
           print(result, () => JSON.stringify(result, null, 2));
           return 0;
@@ -249,6 +267,19 @@ export async function samlCommand(action: string | undefined, args: string[], cl
           print({ valid: false, reason: err.reason, detail: err.message }, () => `rejected: ${err.message}`);
           return 1;
         }
+      }
+      case 'scim-token': {
+        const name = nameArg();
+        if (!(await store.get(name))) {
+          cli.err(`latchkey: no connection ${name}\n`);
+          return 1;
+        }
+        // Only its hash is stored: this is the one time anyone sees it.
+        const token = await issueScimToken(latchkey.db, name);
+        await latchkey.audit(undefined, { type: 'scim.token_issued', data: { connection: name } });
+        const baseUrl = `${config.issuer}/scim/v2/${name}`;
+        print({ connection: name, scim_base_url: baseUrl, token }, () => [`SCIM base URL: ${baseUrl}`, `Bearer token:  ${token}`, '(shown once; a new token replaces this one)'].join('\n'));
+        return 0;
       }
       default:
         return cli.usage(`unknown saml command ${action ?? ''}`);

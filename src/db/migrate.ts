@@ -7,6 +7,11 @@ import * as m0003 from '../../migrations/0003_factors.ts';
 import * as m0004 from '../../migrations/0004_security.ts';
 import * as m0005 from '../../migrations/0005_saml.ts';
 import * as m0006 from '../../migrations/0006_deletion.ts';
+import * as m0007 from '../../migrations/0007_scim.ts';
+import * as m0008 from '../../migrations/0008_saml_more.ts';
+import * as m0009 from '../../migrations/0009_sessions.ts';
+import * as m0010 from '../../migrations/0010_account.ts';
+import * as m0011 from '../../migrations/0011_indexes.ts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -20,6 +25,11 @@ const migrations: Record<string, Migration> = {
   '0004_security': m0004,
   '0005_saml': m0005,
   '0006_deletion': m0006,
+  '0007_scim': m0007,
+  '0008_saml_more': m0008,
+  '0009_sessions': m0009,
+  '0010_account': m0010,
+  '0011_indexes': m0011,
 };
 
 const source: Knex.MigrationSource<string> = {

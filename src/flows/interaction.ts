@@ -5,6 +5,7 @@ import type { FlowDeps } from './context.ts';
 import { assess, type Proof } from '../assurance/index.ts';
 import { loadSessionProofs } from '../sessions/proofs.ts';
 import type { MethodSuccess } from '../methods/types.ts';
+import { sessionRemembered } from '../sessions/devices.ts';
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -57,10 +58,36 @@ export async function existingProofs(deps: FlowDeps, details: InteractionDetails
  * on a step-up). The per-factor proofs travel in the interaction result and are stored against
  * the session uid when the provider resumes. Returns where the browser goes next.
  */
-export async function loginResultUrl(deps: FlowDeps, ctx: Context, accountId: string, proofs: Proof[]): Promise<string> {
+export async function loginResultUrl(deps: FlowDeps, ctx: Context, accountId: string, proofs: Proof[], where: { interactionUid?: string; sessionUid?: string } = {}): Promise<string> {
   const { acr, amr, authTime } = assess(proofs, deps.assurance);
-  const result: InteractionResults = { login: { accountId, acr, amr, ts: authTime, remember: true }, latchkey: { proofs } };
+  // "Keep me signed in" (a persistent cookie and the long idle timeout): ticked on this sign-in's
+  // password form, or kept from the session a step-up elevates.
+  const remember = rememberTicked(ctx, where.interactionUid) || (where.sessionUid ? await sessionRemembered(deps.db, where.sessionUid, accountId) : false);
+  const result: InteractionResults = { login: { accountId, acr, amr, ts: authTime, remember }, latchkey: { proofs } };
   return interactionResultUrl(deps, ctx, result, false);
+}
+
+const REMEMBER_COOKIE = 'lk.remember';
+
+/** Records the "Keep me signed in" box of interaction `uid`'s password form, for that interaction only. */
+export function setRememberChoice(deps: FlowDeps, ctx: Context, uid: string, remember: boolean): void {
+  // Read back within this request too: the password may complete the sign-in right now.
+  ctx.state.rememberChoice = remember ? uid : '';
+  ctx.cookies.set(REMEMBER_COOKIE, remember ? uid : null, {
+    signed: true,
+    httpOnly: true,
+    sameSite: 'lax',
+    secure: deps.config.secureCookies,
+    path: `/interaction/${uid}`,
+    maxAge: deps.config.ttl.interaction * 1000,
+    overwrite: true,
+  });
+}
+
+function rememberTicked(ctx: Context, interactionUid: string | undefined): boolean {
+  if (!interactionUid) return false;
+  const chosen = typeof ctx.state.rememberChoice === 'string' ? ctx.state.rememberChoice : ctx.cookies.get(REMEMBER_COOKIE, { signed: true });
+  return chosen === interactionUid;
 }
 
 export function clientName(details: InteractionDetails, client?: { clientName?: string; clientId: string }): string | undefined {

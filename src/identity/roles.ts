@@ -15,11 +15,13 @@ export async function setUserRoles(trx: Knex.Transaction, userId: string, roles:
 
 /** Roles and IdP groups, for the `roles` scope's claims. */
 export async function rolesAndGroups(db: Db, userId: string): Promise<{ roles: string[]; groups: string[] }> {
-  const [roles, links] = await Promise.all([
+  const [roles, links, scimGroups] = await Promise.all([
     db('user_roles').where({ user_id: userId }).orderBy('role').pluck('role'),
     db('saml_identities').where({ user_id: userId }).select('groups'),
+    // Groups a connection provisioned by SCIM count as the IdP's groups (src/scim/groups.ts).
+    db('scim_group_members as m').join('scim_groups as g', 'g.id', 'm.group_id').where('m.user_id', userId).pluck('g.display_name'),
   ]);
-  const groups = new Set<string>();
+  const groups = new Set<string>(scimGroups as string[]);
   for (const l of links) for (const g of (l.groups as string[]) ?? []) groups.add(g);
   return { roles, groups: [...groups].sort() };
 }

@@ -6,6 +6,8 @@ export interface User {
   id: string;
   email: string;
   name: string | null;
+  /** Profile picture URL (https), set on the account page. */
+  picture?: string | null;
   email_verified: boolean;
   status: 'active' | 'disabled';
   password_hash: string | null;
@@ -37,6 +39,19 @@ export async function findUserByEmail(db: Db, email: string): Promise<User | und
 export async function findUserById(db: Db, id: string): Promise<User | undefined> {
   if (!UUID_RE.test(id)) return undefined;
   return db<User>('users').where({ id }).first();
+}
+
+/**
+ * The user when tokens may be issued for them: active and not waiting out a deletion's grace
+ * period (account_deletions, see identity/deletion.ts). One query: the provider asks on every
+ * token, refresh and userinfo request.
+ */
+export async function findActiveUser(db: Db, id: string): Promise<User | undefined> {
+  if (!UUID_RE.test(id)) return undefined;
+  return db<User>('users')
+    .where({ id, status: 'active' })
+    .whereNotExists(db('account_deletions').select(db.raw('1')).whereRaw('account_deletions.user_id = users.id'))
+    .first();
 }
 
 export async function createUser(

@@ -13,10 +13,13 @@ import { deleteRetiredSigningKeys } from '../oidc/keys.ts';
 import { purgeExpiredLinkTokens } from '../security/link-tokens.ts';
 import { purgeExpiredRateLimits } from '../security/rate-limit.ts';
 import { purgeSignInState } from '../sessions/sweep.ts';
+import { purgeSamlState } from '../federation/saml/requests.ts';
+import { refreshDueMetadata, warnExpiringCertificates } from '../federation/saml/maintenance.ts';
+import { createOutbound } from '../security/outbound.ts';
 
 /** What jobs may use besides the database. */
 export interface JobServices {
-  config: Pick<Config, 'unverifiedTtlSeconds'>;
+  config: Pick<Config, 'unverifiedTtlSeconds' | 'outboundAllowOrigins'>;
   mail: Mailer;
   events: SecurityEvents;
   deletion: DeletionService;
@@ -44,6 +47,7 @@ export const JOBS: Record<string, Job> = {
         expiredLinks: await purgeExpiredLinkTokens(trx),
         expiredRateLimits: await purgeExpiredRateLimits(trx),
         ...(await purgeSignInState(trx)),
+        ...(await purgeSamlState(trx)),
       };
     },
   },
@@ -86,6 +90,20 @@ export const JOBS: Record<string, Job> = {
     unlocked: true,
     async run(_db, { deletion }) {
       return { purged: (await deletion.purgeDue(new Date())).length };
+    },
+  },
+  // Fetches over the network, so no transaction is held: each connection is claimed by an UPDATE.
+  'saml-metadata': {
+    lockId: 72_517_107,
+    unlocked: true,
+    async run(db, { config }, log) {
+      return refreshDueMetadata(db as Db, createOutbound(config.outboundAllowOrigins), log);
+    },
+  },
+  'saml-certificates': {
+    lockId: 72_517_108,
+    async run(trx, _services, log) {
+      return warnExpiringCertificates(trx, log);
     },
   },
 };

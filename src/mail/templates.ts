@@ -26,6 +26,7 @@ export const MAIL_TEMPLATES = {
   'deletion-scheduled': () => 'Your account will be deleted',
   'deletion-reminder': () => 'Your account will be deleted in 3 days',
   'deletion-completed': () => 'Your account was deleted',
+  'new-device': (vars: Record<string, unknown>) => `New sign-in from ${String(vars.device ?? 'a new device')}`,
 } as const satisfies Record<string, (vars: Record<string, unknown>) => string>;
 
 export type MailTemplate = keyof typeof MAIL_TEMPLATES;

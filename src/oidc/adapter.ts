@@ -45,6 +45,16 @@ function inRefreshGrant(): boolean {
   return ctx?.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'refresh_token';
 }
 
+/**
+ * Introspection and revocation look a token up as every kind at once (access, client-credentials
+ * and refresh token, in parallel): those lookups share one statement.
+ */
+const TOKEN_MODELS = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
+function lookingUpAnyKind(): boolean {
+  const route = Provider.ctx?.oidc?.route;
+  return route === 'introspection' || route === 'revocation';
+}
+
 /** Marks the request as served within the grace, for the audit of the tokens it issues. */
 function markGraceRetry(): void {
   const ctx = Provider.ctx;
@@ -80,6 +90,25 @@ export function createAdapterClass(
     if (jti !== undefined) payload.jti = jti;
     if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
     return payload;
+  }
+
+  // id hash → the token models asked for it in this turn of the event loop, and their rows.
+  const tokenLookups = new Map<string, { models: Set<string>; rows: Promise<Map<string, Row>> }>();
+  function findTokenRow(live: () => ReturnType<Db>, model: string, idHash: string): Promise<Row | undefined> {
+    let lookup = tokenLookups.get(idHash);
+    if (!lookup) {
+      const models = new Set<string>();
+      // Runs once the caller's parallel lookups have all been asked (they are, synchronously).
+      const rows = Promise.resolve().then(async () => {
+        tokenLookups.delete(idHash);
+        const found = (await live().where('id_hash', idHash).whereIn('model', [...models]).select(['model', ...COLUMNS])) as (Row & { model: string })[];
+        return new Map(found.map((r) => [r.model, r]));
+      });
+      lookup = { models, rows };
+      tokenLookups.set(idHash, lookup);
+    }
+    lookup.models.add(model);
+    return lookup.rows.then((rows) => rows.get(model));
   }
 
   return class KnexAdapter implements Adapter {
@@ -130,6 +159,9 @@ export function createAdapterClass(
           return revive(this.model, { ...row, consumed_at: null }, id);
         }
         return revive(this.model, row, id);
+      }
+      if (TOKEN_MODELS.has(this.model) && lookingUpAnyKind()) {
+        return revive(this.model, await findTokenRow(() => this.live(), this.model, sha256Hex(id)), id);
       }
       const row = await this.live().where(this.key(id)).first(COLUMNS);
       return revive(this.model, row, id);

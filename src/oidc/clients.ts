@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import type { Db } from '../db/knex.ts';
 import { decrypt, encrypt, randomToken } from '../security/crypto.ts';
+import { createClientCache } from './client-cache.ts';
 
 const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
 
@@ -18,6 +19,8 @@ export const clientInputSchema = z
     firstParty: z.boolean().default(false),
     requireVerifiedEmail: z.boolean().default(false),
     resourceServer: z.boolean().default(false),
+    // May request the Account API (resource <ISSUER>/api/account, scopes account:read/write).
+    accountApi: z.boolean().default(false),
     backchannelLogoutUri: z.url().optional(),
     // Where Security Event Tokens about this client's users are pushed (RFC 8935).
     eventsUri: z.url({ protocol: /^https?$/ }).optional(),
@@ -61,6 +64,7 @@ export function toClientMetadata(input: z.output<typeof clientInputSchema>): Rec
     first_party: input.firstParty,
     require_verified_email: input.requireVerifiedEmail,
     resource_server: input.resourceServer,
+    account_api: input.accountApi,
   };
 }
 
@@ -68,8 +72,21 @@ export class ClientExistsError extends Error {}
 
 export function createClientStore(db: Db, atRestKey: Buffer) {
   const aad = (clientId: string) => `client-secret:${clientId}`;
+  // The provider's lookups are cached; every write below drops the entry (see client-cache.ts).
+  const cache = createClientCache(db);
+
+  async function loadForProvider(clientId: string): Promise<Record<string, unknown> | undefined> {
+    const row = await db<ClientRow>('oidc_clients').where({ client_id: clientId }).first();
+    if (!row) return undefined;
+    return {
+      ...row.metadata,
+      ...(row.secret_enc ? { client_secret: decrypt(atRestKey, row.secret_enc, aad(row.client_id)) } : {}),
+    };
+  }
 
   return {
+    cache,
+
     /** Returns the metadata plus the generated secret, which is shown once and then only stored sealed. */
     async create(
       raw: ClientInput,
@@ -90,6 +107,8 @@ export function createClientStore(db: Db, atRestKey: Buffer) {
       } catch (err) {
         if ((err as { code?: string }).code === '23505') throw new ClientExistsError(`client ${input.clientId} already exists`);
         throw err;
+      } finally {
+        cache.invalidate(input.clientId);
       }
       return { ...metadata, client_id: input.clientId, ...(secret ? { client_secret: secret } : {}) };
     },
@@ -99,12 +118,9 @@ export function createClientStore(db: Db, atRestKey: Buffer) {
       // A client id arrives from request bodies the provider parses itself: PostgreSQL refuses
       // NUL in text, and no registered id has one.
       if (typeof clientId !== 'string' || clientId.includes('\0')) return undefined;
-      const row = await db<ClientRow>('oidc_clients').where({ client_id: clientId }).first();
-      if (!row) return undefined;
-      return {
-        ...row.metadata,
-        ...(row.secret_enc ? { client_secret: decrypt(atRestKey, row.secret_enc, aad(row.client_id)) } : {}),
-      };
+      // A copy: the cached object is shared by every request.
+      const metadata = await cache.get(clientId, () => loadForProvider(clientId));
+      return metadata && { ...metadata };
     },
 
     /** Sets (or with null removes) the client's events_uri; false when there is no such client. */
@@ -116,6 +132,18 @@ export function createClientStore(db: Db, atRestKey: Buffer) {
       const metadata = parsed ? { ...rest, events_uri: parsed } : rest;
       if (validate) await validate(metadata);
       await db('oidc_clients').where({ client_id: clientId }).update({ metadata: JSON.stringify(metadata), updated_at: db.fn.now() });
+      cache.invalidate(clientId);
+      return true;
+    },
+
+    /** Allows or stops the client's use of the Account API; false when there is no such client. */
+    async setAccountApi(clientId: string, allowed: boolean, validate?: (metadata: Record<string, unknown>) => Promise<void>): Promise<boolean> {
+      const row = await db<ClientRow>('oidc_clients').where({ client_id: clientId }).first('metadata');
+      if (!row) return false;
+      const metadata = { ...row.metadata, account_api: allowed };
+      if (validate) await validate(metadata);
+      await db('oidc_clients').where({ client_id: clientId }).update({ metadata: JSON.stringify(metadata), updated_at: db.fn.now() });
+      cache.invalidate(clientId);
       return true;
     },
 
@@ -133,7 +161,7 @@ export function createClientStore(db: Db, atRestKey: Buffer) {
           await trx('oidc_payloads').where({ client_id: clientId }).delete();
         }
         return removed > 0;
-      });
+      }).finally(() => cache.invalidate(clientId));
     },
   };
 }

@@ -1,5 +1,5 @@
 // Provider events → audit trail and metrics. Sign-in attempts are audited by the flows.
-import type Provider from 'oidc-provider';
+import Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -9,6 +9,7 @@ import { findUserById } from '../identity/users.ts';
 import type { Mailer } from '../mail/index.ts';
 import { saveSessionProofs } from '../sessions/proofs.ts';
 import type { Proof } from '../assurance/index.ts';
+import type { DeviceSessionHooks } from '../sessions/sign-in.ts';
 
 /** Work started by provider events that must finish before the response goes out (see app.ts). */
 export function deferUntilResponse(ctx: { state: Record<string, unknown> }, work: Promise<unknown>): void {
@@ -38,12 +39,25 @@ async function mailRefreshReuse(db: Db, mail: Mailer, ctx: KoaContextWithOIDC, a
   mail.kick();
 }
 
-export function attachProviderEvents(provider: Provider, db: Db, audit: Audit, metrics: Metrics, log: Logger, mail: Mailer): void {
+export function attachProviderEvents(provider: Provider, db: Db, audit: Audit, metrics: Metrics, log: Logger, mail: Mailer, devices?: DeviceSessionHooks): void {
   // The login result carries each factor's proof; the session uid is known only now.
   provider.on('interaction.ended', (ctx: KoaContextWithOIDC) => {
     const proofs = (ctx.oidc.result as { latchkey?: { proofs?: Proof[] } } | undefined)?.latchkey?.proofs;
     const session = ctx.oidc.session;
     if (proofs && session?.uid && session.accountId) deferUntilResponse(ctx, saveSessionProofs(db, session.uid, session.accountId, proofs));
+    // A finished sign-in (or step-up) is a device session; "remember me" is the session not being transient.
+    const login = (ctx.oidc.result as { login?: { acr?: string } } | undefined)?.login;
+    if (devices && proofs && login && session?.uid && session.accountId) {
+      const record = { sessionUid: session.uid, userId: session.accountId, methods: [...new Set(proofs.map((p) => p.method))], acr: login.acr, remember: !session.transient };
+      deferUntilResponse(ctx, devices.signedIn(ctx, record));
+    }
+  });
+  // Every use of a session saves it (sliding its idle timeout): note the device's last activity.
+  provider.on('session.saved', (session: { uid?: string; accountId?: string }) => {
+    if (!devices || !session.uid || !session.accountId) return;
+    const work = devices.used(session.uid).catch((err: Error) => log.warn({ event: 'device_session.touch_failed', err: err.message }, 'last activity not recorded'));
+    const ctx = Provider.ctx;
+    if (ctx) deferUntilResponse(ctx, work);
   });
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     const grantType = String(ctx.oidc.params?.grant_type ?? 'unknown');

@@ -3,9 +3,8 @@ import Provider, { errors, type Configuration, type KoaContextWithOIDC, type Acc
 import type { Config } from '../config.ts';
 import type { Db } from '../db/knex.ts';
 import type { Views } from '../http/views.ts';
-import { findUserById } from '../identity/users.ts';
+import { findActiveUser } from '../identity/users.ts';
 import { rolesAndGroups } from '../identity/roles.ts';
-import { isDeletionScheduled } from '../identity/deletion.ts';
 import { createAdapterClass } from './adapter.ts';
 import type { AssurancePolicy } from '../assurance/index.ts';
 import type { ClientStore } from './clients.ts';
@@ -13,8 +12,14 @@ import { createInteractionPolicy } from './policy.ts';
 import { withVerifiedEmailPrompt } from './verified-email.ts';
 import type { FactorRegistry } from '../methods/registry.ts';
 import { loadSessionGrant } from './grants.ts';
+import { sessionTtl } from '../sessions/timeouts.ts';
+import { sha256Hex } from '../security/crypto.ts';
 
 export const SCOPES = ['openid', 'profile', 'email', 'offline_access', 'roles'] as const;
+
+/** The Account API's resource indicator and JWT audience (RFC 8707): `<ISSUER>/api/account`. */
+export const accountApiAudience = (issuer: string) => `${issuer}/api/account`;
+export const ACCOUNT_API_SCOPES = ['account:read', 'account:write'] as const;
 
 /** The first-party client the hosted account pages sign in through (registered statically). */
 export const ACCOUNT_CLIENT_ID = 'latchkey-account';
@@ -51,15 +56,15 @@ export function createProvider(deps: ProviderDeps): Provider {
   const { config, db, views, clients, assurance } = deps;
 
   async function findAccount(_ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> {
-    const user = await findUserById(db, sub);
+    const user = await findActiveUser(db, sub);
     // An account waiting out its deletion grace period gets no tokens for any client.
-    if (!user || user.status !== 'active' || (await isDeletionScheduled(db, user.id))) return undefined;
+    if (!user) return undefined;
     return {
       accountId: user.id,
       async claims(_use, scope) {
         // Roles (from a federation's role map) and the IdP's groups, only under the `roles` scope.
         const extra = scope.split(' ').includes('roles') ? await rolesAndGroups(db, user.id) : {};
-        return { sub: user.id, email: user.email, email_verified: user.email_verified, name: user.name ?? undefined, ...extra };
+        return { sub: user.id, email: user.email, email_verified: user.email_verified, name: user.name ?? undefined, picture: user.picture ?? undefined, ...extra };
       },
     };
   }
@@ -84,7 +89,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       // acr/amr/auth_time in every ID token, not only when the RP asked: RPs must be able to rely on them.
       openid: ['sub', 'acr', 'amr', 'auth_time'],
       email: ['email', 'email_verified'],
-      profile: ['name'],
+      profile: ['name', 'picture'],
       roles: ['roles', 'groups'],
       acr: null,
       amr: null,
@@ -112,7 +117,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // Put the scope-granted claims into the ID token too: RPs read email/name from it.
     conformIdTokenClaims: false,
     extraClientMetadata: {
-      properties: ['first_party', 'require_verified_email', 'resource_server', 'events_uri'],
+      properties: ['first_party', 'require_verified_email', 'resource_server', 'events_uri', 'account_api'],
       validator(_ctx, key, value) {
         // events_uri: where Security Event Tokens are pushed (RFC 8935); http(s) only.
         if (key === 'events_uri') {
@@ -154,11 +159,35 @@ export function createProvider(deps: ProviderDeps): Provider {
         enabled: true,
         defaultResource: () => undefined as unknown as string,
         useGrantedResource: () => false,
-        getResourceServerInfo() {
-          // No resource servers are registered yet: refuse the parameter with a clear error.
-          throw new errors.InvalidTarget('unknown or unsupported resource indicator');
+        getResourceServerInfo(_ctx, resourceIndicator, client) {
+          // The Account API is the one resource server; only clients registered with
+          // --account-api may ask for it (and so for its account:read / account:write scopes).
+          if (resourceIndicator !== accountApiAudience(config.issuer)) throw new errors.InvalidTarget('unknown or unsupported resource indicator');
+          if (!(client as unknown as { account_api?: boolean }).account_api) throw new errors.InvalidTarget('this client is not registered for the Account API');
+          return {
+            scope: ACCOUNT_API_SCOPES.join(' '),
+            audience: accountApiAudience(config.issuer),
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: config.ttl.accessToken,
+            jwt: { sign: { alg: 'RS256' } },
+          };
         },
       },
+    },
+    formats: {
+      customizers: {
+        // JWT access tokens are not stored, so revoking their grant would not reach them: they
+        // name their grant (by the hash its row is stored under; the id itself stays secret) and
+        // the Account API checks it still exists on every call.
+        jwt(_ctx, token, jwt) {
+          const grantId = (token as { grantId?: string }).grantId;
+          if (grantId) jwt.payload.grant_ref = sha256Hex(grantId);
+        },
+      },
+    },
+    discovery: {
+      // Where an RP sends its users to manage their account (OpenID Connect Account Management).
+      account_management_uri: `${config.issuer}/account`,
     },
     pkce: {
       // Every client, confidential ones too (RFC 9700 §2.1.1); S256 is the only method the library accepts.
@@ -182,7 +211,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       ClientCredentials: config.ttl.accessToken,
       IdToken: config.ttl.idToken,
       Interaction: config.ttl.interaction,
-      Session: config.ttl.session,
+      // Idle (short, or long when remembered) and absolute timeouts: see sessions/timeouts.ts.
+      Session: (_ctx, session) => sessionTtl(config.sessionTimeouts, session),
       Grant: config.ttl.grant,
       RefreshToken: config.ttl.refreshToken,
       BackchannelAuthenticationRequest: 600,

@@ -37,6 +37,9 @@ export type AuditType =
   | 'password.reset'
   | 'sessions.revoked'
   | 'session.ended'
+  | 'session.revoked'
+  | 'login.new_device'
+  | 'password.changed'
   | 'signup.existing_address'
   | 'email.change_to_taken'
   | 'magic_link.requested'
@@ -44,10 +47,26 @@ export type AuditType =
   | 'saml.connection_added'
   | 'saml.connection_updated'
   | 'saml.connection_removed'
+  | 'saml.link_offered'
+  | 'saml.link_declined'
+  | 'saml.linked'
   | 'user.roles_changed'
+  | 'scim.token_issued'
+  | 'scim.auth_failed'
+  | 'scim.user_created'
+  | 'scim.user_updated'
+  | 'scim.user_deactivated'
+  | 'scim.user_reactivated'
+  | 'scim.user_deleted'
+  | 'scim.group_created'
+  | 'scim.group_updated'
+  | 'scim.group_deleted'
   | 'user.deleted'
   | 'deletion.scheduled'
-  | 'deletion.cancelled';
+  | 'deletion.cancelled'
+  | 'client.updated'
+  | 'profile.updated'
+  | 'access.removed';
 
 export interface AuditEvent {
   type: AuditType;
@@ -56,7 +75,52 @@ export interface AuditEvent {
   data?: Record<string, unknown>;
 }
 
+// High-volume routine events, written in batches: one INSERT for up to BATCH_MAX rows, at most
+// BATCH_MS after the first. Every other type (sign-ins, reuse, revocations…) is a security event
+// and is written before the request that caused it answers, as before.
+const BATCHED_TYPES = new Set<AuditType>(['token.issued']);
+const BATCH_MS = 200;
+const BATCH_MAX = 100;
+
 export function createAudit(db: Db, log: Logger, refKey: Buffer) {
+  type Row = Record<string, unknown>;
+  let buffer: Row[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let flushing: Promise<void> = Promise.resolve();
+
+  async function write(rows: Row[]): Promise<void> {
+    try {
+      await db('audit_events').insert(rows);
+    } catch (err) {
+      // An audit write must never turn a user's successful action into an error page.
+      log.error({ err, event: 'audit.write_failed', type: rows[0]?.type, rows: rows.length }, 'audit write failed');
+    }
+  }
+
+  /** Writes every buffered row (in order; one flush at a time). */
+  function flush(): Promise<void> {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    const rows = buffer;
+    buffer = [];
+    // A buffered row can land after its user was purged (here or by another process): it then
+    // names nobody, like the purge's anonymised rows, instead of keeping a deleted user's id.
+    const stillThere = rows.map((r) => (typeof r.user_id === 'string' ? { ...r, user_id: db.raw('(SELECT id FROM users WHERE id = ?)', [r.user_id]) } : r));
+    flushing = flushing.then(async () => {
+      for (let i = 0; i < stillThere.length; i += BATCH_MAX) await write(stillThere.slice(i, i + BATCH_MAX));
+    });
+    return flushing;
+  }
+
+  function enqueue(row: Row): void {
+    buffer.push(row);
+    if (buffer.length >= BATCH_MAX) void flush();
+    else if (!timer) {
+      timer = setTimeout(() => void flush(), BATCH_MS);
+      timer.unref();
+    }
+  }
+
   async function audit(ctx: Pick<Context, 'ip' | 'get' | 'state'> | undefined, event: AuditEvent): Promise<void> {
     const row = {
       type: event.type,
@@ -68,13 +132,12 @@ export function createAudit(db: Db, log: Logger, refKey: Buffer) {
       data: JSON.stringify(event.data ?? {}),
     };
     log.info({ event: 'audit', audit: { ...row, data: event.data ?? {} } }, event.type);
-    try {
-      await db('audit_events').insert(row);
-    } catch (err) {
-      // An audit write must never turn a user's successful action into an error page.
-      log.error({ err, event: 'audit.write_failed', type: event.type }, 'audit write failed');
-    }
+    // The event's own time, not the batch's.
+    if (BATCHED_TYPES.has(event.type)) return enqueue({ ...row, at: new Date() });
+    await write([row]);
   }
+  /** Writes the rows still buffered: on shutdown, and wherever a reader needs them now. */
+  audit.flush = flush;
   /**
    * A typed address as it may appear in audit data: a keyed hash, so failures on one address can be
    * correlated without storing it, and nobody can confirm a guessed address against a log.

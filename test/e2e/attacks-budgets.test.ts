@@ -239,7 +239,8 @@ describe('password budgets hold under concurrency', { skip: POSTGRES ? false : N
       const counts = tally(answers);
       const evaluated = counts['401'] ?? 0;
       assert.ok(evaluated >= 1 && evaluated <= 10, `at most 10 passwords checked (LOGIN_RATE_LIMIT_PER_ACCOUNT), got ${JSON.stringify(counts)}`);
-      assert.equal(counts['429'], 59 - evaluated, `the rest refused unchecked: ${JSON.stringify(counts)}`);
+      // Refused unchecked: 429 (budget spent) or 503 (argon2 pool full, see ARGON2_MAX_QUEUE).
+      assert.equal((counts['429'] ?? 0) + (counts['503'] ?? 0), 59 - evaluated, `the rest refused unchecked: ${JSON.stringify(counts)}`);
 
       const right = await passwordStep(new Browser('last'), rp, victim.email, victim.password);
       assert.ok(!signedIn(right), 'the right password does not get in while the account budget is spent');
@@ -261,7 +262,7 @@ describe('password budgets hold under concurrency', { skip: POSTGRES ? false : N
       const counts = tally(answers);
       const evaluated = counts['401'] ?? 0;
       assert.ok(evaluated >= 1 && evaluated <= 30, `at most 30 attempts checked (LOGIN_RATE_LIMIT_PER_IP), got ${JSON.stringify(counts)}`);
-      assert.equal(counts['429'], 40 - evaluated, `the rest refused unchecked: ${JSON.stringify(counts)}`);
+      assert.equal((counts['429'] ?? 0) + (counts['503'] ?? 0), 40 - evaluated, `the rest refused unchecked: ${JSON.stringify(counts)}`);
     } finally {
       await server.stop();
     }
@@ -281,7 +282,7 @@ describe('sign-up and email change', () => {
   test('pre-hijacking: a sign-up with someone else\'s address creates nothing until that mailbox confirms, in the browser that signed up', async () => {
     const VICTIM = 'victim@example.com';
     const ATTACKER_PASSWORD = 'the attacker password 1';
-    const VICTIM_PASSWORD = 'the victim password 2';
+    const VICTIM_PASSWORD = 'orchard lantern 2';
 
     const attacker = new Browser('attacker');
     const attempt = await signUp(attacker, rp, { name: 'Not the victim', email: VICTIM, password: ATTACKER_PASSWORD });
@@ -322,8 +323,8 @@ describe('sign-up and email change', () => {
   test('sign-up with a taken address answers like a free one; the owner is told', async () => {
     const owner = await createUser(server, 'owner@example.com');
     const FREE = 'free-signup@example.com';
-    const taken = await signUp(new Browser(), rp, { name: 'Someone', email: owner.email, password: 'someone password 1' });
-    const free = await signUp(new Browser(), rp, { name: 'Someone', email: FREE, password: 'someone password 1' });
+    const taken = await signUp(new Browser(), rp, { name: 'Someone', email: owner.email, password: 'tulip harbour 1' });
+    const free = await signUp(new Browser(), rp, { name: 'Someone', email: FREE, password: 'tulip harbour 1' });
     assert.ok(isPage(taken.step) && isPage(free.step), `both answer with a page (taken: ${statusOf(taken.step)}, free: ${statusOf(free.step)})`);
     assert.equal(taken.step.status, free.step.status);
     assert.equal(heading(taken.step), 'Check your email');
@@ -332,7 +333,7 @@ describe('sign-up and email change', () => {
 
     await sink.next(owner.email, /Someone tried to create an account with your email address/);
     await sink.next(FREE, /Finish creating your account/);
-    assert.equal(asPage(await passwordStep(new Browser(), rp, owner.email, 'someone password 1')).status, 401, 'the owner\'s account is untouched');
+    assert.equal(asPage(await passwordStep(new Browser(), rp, owner.email, 'tulip harbour 1')).status, 401, 'the owner\'s account is untouched');
   });
 
   test('changing the email to a taken address answers like a free one; the address\'s owner is told', async () => {
@@ -415,7 +416,7 @@ describe('limits on sign-up and email change come before any lookup', () => {
   test('the 4th sign-up from one IP is refused with a page and sends no mail, taken address or free', async () => {
     const taken1 = await createUser(server, 'limit-taken-1@example.com');
     const taken2 = await createUser(server, 'limit-taken-2@example.com');
-    const signUpAs = async (email: string) => (await signUp(new Browser(), rp, { name: 'Signer', email, password: 'signer password 1' })).step;
+    const signUpAs = async (email: string) => (await signUp(new Browser(), rp, { name: 'Signer', email, password: 'tulip harbour 2' })).step;
     const firsts = [await signUpAs('limit-free-1@example.com'), await signUpAs(taken1.email), await signUpAs('limit-free-2@example.com')];
     assert.ok(firsts.every((s) => statusOf(s) !== 429), `three sign-ups are allowed (${firsts.map(statusOf).join(', ')})`);
 

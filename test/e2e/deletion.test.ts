@@ -345,6 +345,27 @@ describe('return_to and the decline path', () => {
   });
 });
 
+describe('the reminder', () => {
+  test('is mailed once, three days before the deletion date', async () => {
+    const user = await createUser('remind');
+    await server.cli(['users', 'delete', user.email]);
+    // Not due yet: the date is GRACE_DAYS away.
+    await server.cli(['jobs', 'run', 'deletion-reminders']);
+    // Move the schedule so that the date is two days away (scheduled 28 days ago).
+    await withDb((db) =>
+      db('account_deletions')
+        .whereIn('user_id', db('users').select('id').where({ email: user.email }))
+        .update({ requested_at: db.raw("now() - interval '28 days'"), delete_after: db.raw("now() + interval '2 days'") }),
+    );
+    await server.cli(['jobs', 'run', 'deletion-reminders']);
+    const mail = await sink.next(user.email, /will be deleted in 3 days/);
+    assert.ok(mail.links.some((l) => l.startsWith(`${server.issuer}/account/delete/cancel`)), 'the reminder carries the cancel link');
+    await server.cli(['jobs', 'run', 'deletion-reminders']);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(sink.to(user.email).filter((m) => /will be deleted in 3 days/.test(m.subject)).length, 1, 'once only');
+  });
+});
+
 describe('a purge killed midway', () => {
   test('leaves every user either untouched or completely gone; running it again finishes', async (t) => {
     if (!process.env.DATABASE_URL) return t.skip('needs PostgreSQL: the CLI runs in its own process only against a server database');

@@ -291,14 +291,15 @@ describe('sign-in through the IdP', () => {
     assert.equal(`${redirect.origin}${redirect.pathname}`, IDP_SSO);
   });
 
-  test('an existing local account is never linked by email alone', async () => {
+  test('an existing local account is never linked by email alone (its owner must sign in: saml-more.test.ts)', async () => {
     await server.cli(['users', 'create', '--email', 'bob@acme.test', '--password', 'bob local password', '--verified']);
     const s = await startSso('bob@acme.test');
-    const before = audits('saml.rejected').length;
     const page = asPage(await postAcs(s.browser, idpResponse({ inResponseTo: s.requestId, nameId: 'bob@acme.test' }), s.relayState));
-    assert.equal(page.status, 403);
-    assert.match(page.doc.querySelector('main')!.text, /never linked to single sign-on by email alone/);
-    assert.equal(await rejectionReason(before), 'email_taken');
+    assert.equal(page.status, 409);
+    assert.match(page.doc.querySelector('main')!.text, /never linked by email address alone/);
+    assert.ok(page.doc.querySelector('a[href$="/saml/link/sign-in"]'), 'offers "Sign in to link"');
+    assert.equal(audits('saml.link_offered').length, 1);
+    assert.equal(audits('saml.linked').length, 0);
   });
 
   test('a deactivated user cannot sign in through SAML', async (t) => {

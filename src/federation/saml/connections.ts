@@ -14,6 +14,9 @@ export type AttributeKey = (typeof ATTRIBUTE_KEYS)[number];
 export type AttributeMap = Partial<Record<AttributeKey, string>>;
 /** IdP AuthnContextClassRef → our level. */
 export type AcrMap = Record<string, Level>;
+/** How a sign-in is stepped up above the level the IdP gave: the user's local factors, or the IdP again. */
+export type StepUpMode = 'local' | 'idp';
+export const STEP_UP_MODES: readonly StepUpMode[] = ['local', 'idp'];
 
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 
@@ -36,6 +39,10 @@ export interface SamlConnection {
   defaultRole: string | null;
   allowIdpInitiated: boolean;
   ssoOnly: boolean;
+  /** EncryptedAssertion required, to our encryption certificate (published in the SP metadata). */
+  encryptedAssertions: boolean;
+  spEncryptionCertificate: string | null;
+  stepUp: StepUpMode;
   domains: string[];
   createdAt: Date;
   updatedAt: Date;
@@ -55,6 +62,10 @@ interface Row {
   default_role: string | null;
   allow_idp_initiated: boolean;
   sso_only: boolean;
+  encrypted_assertions: boolean;
+  sp_enc_key_enc: string | null;
+  sp_enc_certificate: string | null;
+  step_up: StepUpMode;
   created_at: Date;
   updated_at: Date;
 }
@@ -81,6 +92,9 @@ function toConnection(row: Row, domains: string[]): SamlConnection {
     defaultRole: row.default_role,
     allowIdpInitiated: row.allow_idp_initiated,
     ssoOnly: row.sso_only,
+    encryptedAssertions: row.encrypted_assertions,
+    spEncryptionCertificate: row.sp_enc_certificate,
+    stepUp: row.step_up === 'idp' ? 'idp' : 'local',
     domains,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
@@ -88,6 +102,7 @@ function toConnection(row: Row, domains: string[]): SamlConnection {
 }
 
 const keyAad = (name: string) => `saml-sp-key:${name}`;
+const encKeyAad = (name: string) => `saml-sp-enc-key:${name}`;
 
 export interface ConnectionInput {
   metadata: string;
@@ -99,6 +114,8 @@ export interface ConnectionInput {
   defaultRole?: string | null;
   allowIdpInitiated?: boolean;
   ssoOnly?: boolean;
+  encryptedAssertions?: boolean;
+  stepUp?: StepUpMode;
 }
 
 async function claimDomains(trx: Knex.Transaction, name: string, domains: string[]) {
@@ -146,6 +163,7 @@ export function createConnectionStore(db: Db, atRestKey: Buffer) {
       if (!CONNECTION_NAME.test(name)) throw new ConnectionError('a connection name is 1-40 characters of a-z, 0-9 and -');
       const idp = parseIdpMetadata(input.metadata);
       const sp = await generateSpKey(name);
+      const enc = input.encryptedAssertions ? await generateSpKey(`${name} encryption`) : undefined;
       await db.transaction(async (trx) => {
         if (await trx('saml_connections').where({ name }).first('name')) throw new ConnectionError(`connection ${name} already exists`);
         await trx('saml_connections').insert({
@@ -162,6 +180,10 @@ export function createConnectionStore(db: Db, atRestKey: Buffer) {
           default_role: input.defaultRole ?? null,
           allow_idp_initiated: input.allowIdpInitiated ?? false,
           sso_only: input.ssoOnly ?? false,
+          encrypted_assertions: input.encryptedAssertions ?? false,
+          sp_enc_key_enc: enc ? encrypt(atRestKey, enc.privateKeyPem, encKeyAad(name)) : null,
+          sp_enc_certificate: enc?.certificatePem ?? null,
+          step_up: input.stepUp ?? 'local',
         });
         await claimDomains(trx, name, input.domains);
       });
@@ -177,7 +199,7 @@ export function createConnectionStore(db: Db, atRestKey: Buffer) {
         const idp = parseIdpMetadata(input.metadata);
         changes.idp_metadata = input.metadata;
         changes.idp_entity_id = idp.entityId;
-        if (input.metadataUrl) changes.metadata_fetched_at = db.fn.now();
+        if (input.metadataUrl) changes.metadata_fetched_at = changes.metadata_checked_at = db.fn.now();
       }
       if (input.metadataUrl !== undefined) changes.metadata_url = input.metadataUrl;
       if (input.attributeMap !== undefined) changes.attribute_map = JSON.stringify(input.attributeMap);
@@ -186,6 +208,17 @@ export function createConnectionStore(db: Db, atRestKey: Buffer) {
       if (input.defaultRole !== undefined) changes.default_role = input.defaultRole;
       if (input.allowIdpInitiated !== undefined) changes.allow_idp_initiated = input.allowIdpInitiated;
       if (input.ssoOnly !== undefined) changes.sso_only = input.ssoOnly;
+      if (input.stepUp !== undefined) changes.step_up = input.stepUp;
+      if (input.encryptedAssertions !== undefined) {
+        changes.encrypted_assertions = input.encryptedAssertions;
+        // The encryption key is made once and kept when encryption is turned off and on again,
+        // so an IdP that still has our certificate keeps working.
+        if (input.encryptedAssertions && !current.spEncryptionCertificate) {
+          const enc = await generateSpKey(`${name} encryption`);
+          changes.sp_enc_key_enc = encrypt(atRestKey, enc.privateKeyPem, encKeyAad(name));
+          changes.sp_enc_certificate = enc.certificatePem;
+        }
+      }
       await db.transaction(async (trx) => {
         await trx('saml_connections').where({ name }).update(changes);
         if (input.domains !== undefined) await claimDomains(trx, name, input.domains);
@@ -203,6 +236,13 @@ export function createConnectionStore(db: Db, atRestKey: Buffer) {
       const row = await db<Row>('saml_connections').where({ name }).first('sp_private_key_enc');
       if (!row) throw new ConnectionError(`no connection ${name}`);
       return decrypt(atRestKey, row.sp_private_key_enc, keyAad(name));
+    },
+
+    /** The SP encryption key, unsealed, for decrypting EncryptedAssertions (null when there is none). */
+    async spEncryptionKey(name: string): Promise<string | null> {
+      const row = await db<Row>('saml_connections').where({ name }).first('sp_enc_key_enc');
+      if (!row) throw new ConnectionError(`no connection ${name}`);
+      return row.sp_enc_key_enc ? decrypt(atRestKey, row.sp_enc_key_enc, encKeyAad(name)) : null;
     },
   };
 }

@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { DOMParser } from '@xmldom/xmldom';
 import { NS, childElements, refuseDtd, textOf } from './xml.ts';
+import { ENCRYPTION_METHODS } from './decrypt.ts';
 
 x509.cryptoProvider.set(crypto.webcrypto as unknown as Crypto);
 
@@ -107,14 +108,26 @@ function escapeXml(value: string): string {
   return value.replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' })[c]!);
 }
 
-/** Our SP metadata for one connection: signed AuthnRequests, signed assertions wanted, POST ACS. */
-export function spMetadataXml(sp: { entityId: string; acsUrl: string; certificatePem: string }): string {
-  const der = sp.certificatePem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
+const pemBody = (pem: string) => pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
+
+/**
+ * Our SP metadata for one connection: signed AuthnRequests, signed assertions wanted, POST ACS;
+ * with an encryption certificate when the connection wants encrypted assertions (RSA-OAEP for the
+ * key, AES-GCM or AES-CBC for the content: the methods we accept, in our order of preference).
+ */
+export function spMetadataXml(sp: { entityId: string; acsUrl: string; certificatePem: string; encryptionCertificatePem?: string | null }): string {
+  const der = pemBody(sp.certificatePem);
+  const encryption = sp.encryptionCertificatePem
+    ? `<md:KeyDescriptor use="encryption"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>${pemBody(sp.encryptionCertificatePem)}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>` +
+      ENCRYPTION_METHODS.map((m) => `<md:EncryptionMethod Algorithm="${m}"/>`).join('') +
+      `</md:KeyDescriptor>`
+    : '';
   return (
     `<?xml version="1.0" encoding="UTF-8"?>\n` +
     `<md:EntityDescriptor xmlns:md="${NS.md}" xmlns:ds="${NS.ds}" entityID="${escapeXml(sp.entityId)}">` +
     `<md:SPSSODescriptor AuthnRequestsSigned="true" WantAssertionsSigned="true" protocolSupportEnumeration="${NS.samlp}">` +
     `<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>${der}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>` +
+    encryption +
     `<md:NameIDFormat>${NAMEID_EMAIL}</md:NameIDFormat>` +
     `<md:NameIDFormat>${NAMEID_PERSISTENT}</md:NameIDFormat>` +
     `<md:AssertionConsumerService Binding="${BINDING_POST}" Location="${escapeXml(sp.acsUrl)}" index="0" isDefault="true"/>` +

@@ -12,14 +12,20 @@ import { setUserRoles } from '../../identity/roles.ts';
 
 export type ProvisionOutcome =
   | { kind: 'ok'; userId: string; created: boolean; roles: { added: string[]; removed: string[]; now: string[] } }
-  | { kind: 'refused'; reason: 'deactivated' | 'email_taken' | 'no_email' };
+  | { kind: 'refused'; reason: 'deactivated' | 'no_email' }
+  /** The email belongs to this unlinked local account: only its owner can link it (flows/saml). */
+  | { kind: 'email_taken'; userId: string };
 
 function domainOf(email: string): string {
   return email.split('@').pop()!.toLowerCase();
 }
 
+async function emailOwner(trx: Knex.Transaction, email: string): Promise<User | undefined> {
+  return findUserByEmail(trx as unknown as Db, email);
+}
+
 async function emailFree(trx: Knex.Transaction, email: string, userId?: string): Promise<boolean> {
-  const other = await findUserByEmail(trx as unknown as Db, email);
+  const other = await emailOwner(trx, email);
   return !other || other.id === userId;
 }
 
@@ -50,7 +56,8 @@ export async function provisionUser(
         .update({ groups: JSON.stringify(profile.groups), last_login_at: trx.fn.now() });
     } else {
       if (!profile.email) return { kind: 'refused', reason: 'no_email' } as const;
-      if (!(await emailFree(trx, profile.email))) return { kind: 'refused', reason: 'email_taken' } as const;
+      const owner = await emailOwner(trx, profile.email);
+      if (owner) return owner.status === 'active' ? ({ kind: 'email_taken', userId: owner.id } as const) : ({ kind: 'refused', reason: 'deactivated' } as const);
       const [row] = await trx('users')
         .insert({ id: crypto.randomUUID(), email: normalizeEmail(profile.email), name: profile.name, email_verified: verified(profile.email), password_hash: null })
         .returning(['id']);

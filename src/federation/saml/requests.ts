@@ -12,6 +12,8 @@ export interface PendingRequest {
   bindingHash: string;
   answered: boolean;
   expired: boolean;
+  /** Sent to have the IdP step the user up (ForceAuthn + RequestedAuthnContext). */
+  stepUp: boolean;
   result: unknown;
 }
 
@@ -24,6 +26,7 @@ function toPending(row: Record<string, unknown>): PendingRequest {
     bindingHash: String(row.binding_hash),
     answered: row.answered_at !== null,
     expired: new Date(row.expires_at as string).getTime() <= Date.now(),
+    stepUp: row.step_up === true,
     result: row.result ?? null,
   };
 }
@@ -34,7 +37,7 @@ export function newRelayState(): string {
 
 export async function saveRequest(
   db: Db,
-  input: { relayState: string; requestId: string; connectionName: string; interactionUid: string; bindingSecret: string; ttlSeconds: number },
+  input: { relayState: string; requestId: string; connectionName: string; interactionUid: string; bindingSecret: string; ttlSeconds: number; stepUp?: boolean },
 ): Promise<void> {
   await db('saml_requests').insert({
     relay_hash: sha256Hex(input.relayState),
@@ -43,6 +46,7 @@ export async function saveRequest(
     interaction_uid: input.interactionUid,
     binding_hash: sha256Hex(input.bindingSecret),
     expires_at: new Date(Date.now() + input.ttlSeconds * 1000),
+    step_up: input.stepUp ?? false,
   });
 }
 
@@ -88,8 +92,40 @@ export async function rememberAssertion(db: Db, connectionName: string, assertio
   return rows.length === 1;
 }
 
-export async function purgeSamlState(db: Db): Promise<{ requests: number; assertions: number }> {
+// --- IdP-initiated landings -----------------------------------------------------------------
+
+/**
+ * Keeps an accepted unsolicited response for its one landing: the account sign-in with `state`
+ * (started by the ACS in the same browser) takes it out, once. Returns the landing token.
+ */
+export async function saveLanding(db: Db, input: { connectionName: string; state: string; result: unknown; ttlSeconds: number }): Promise<string> {
+  const token = randomToken(32);
+  await db('saml_landings').insert({
+    token_hash: sha256Hex(token),
+    connection_name: input.connectionName,
+    state_hash: sha256Hex(input.state),
+    result: JSON.stringify(input.result),
+    expires_at: new Date(Date.now() + input.ttlSeconds * 1000),
+  });
+  return token;
+}
+
+/** The landing's result, for the account sign-in whose state it was saved with; once. */
+export async function takeLanding(db: Db, token: unknown, state: unknown): Promise<{ connectionName: string; result: unknown } | undefined> {
+  if (typeof token !== 'string' || token.length < 20 || token.length > 80 || typeof state !== 'string') return undefined;
+  const rows = await db('saml_landings')
+    .where({ token_hash: sha256Hex(token), state_hash: sha256Hex(state) })
+    .whereNull('used_at')
+    .where('expires_at', '>', db.fn.now())
+    .update({ used_at: db.fn.now() }, ['connection_name', 'result']);
+  return rows.length === 1 ? { connectionName: rows[0].connection_name, result: rows[0].result } : undefined;
+}
+
+/** Expired requests, landings and link offers, and replay-cache rows past their assertion's lifetime. */
+export async function purgeSamlState(db: Db): Promise<{ samlRequests: number; samlAssertions: number; samlLandings: number; samlPendingLinks: number }> {
   const requests = await db('saml_requests').where('expires_at', '<', db.fn.now()).delete(['relay_hash']);
   const assertions = await db('saml_seen_assertions').where('expires_at', '<', db.fn.now()).delete(['assertion_id']);
-  return { requests: requests.length, assertions: assertions.length };
+  const landings = await db('saml_landings').where('expires_at', '<', db.fn.now()).delete(['token_hash']);
+  const links = await db('saml_pending_links').where('expires_at', '<', db.fn.now()).delete(['interaction_uid']);
+  return { samlRequests: requests.length, samlAssertions: assertions.length, samlLandings: landings.length, samlPendingLinks: links.length };
 }

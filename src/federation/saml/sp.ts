@@ -17,10 +17,12 @@ export interface SpIdentity {
   acsUrl: string;
   certificatePem: string;
   privateKeyPem: string;
+  /** The encryption key, for connections that want encrypted assertions. */
+  encryptionKeyPem?: string | null;
 }
 
 function entities(connection: SamlConnection, sp: SpIdentity, skewSeconds: number) {
-  const idp = samlify.IdentityProvider({ metadata: connection.idpMetadata, wantAuthnRequestsSigned: true });
+  const idp = samlify.IdentityProvider({ metadata: connection.idpMetadata, wantAuthnRequestsSigned: true, isAssertionEncrypted: Boolean(connection.encryptedAssertions && sp.encryptionKeyPem) });
   // Our AuthnRequests are always signed. samlify refuses to build one unless the IdP's metadata
   // says WantAuthnRequestsSigned="true" (many IdPs' metadata omit it, and its constructor option
   // is ignored when metadata is given), so the parsed flag is aligned with what we send.
@@ -31,6 +33,7 @@ function entities(connection: SamlConnection, sp: SpIdentity, skewSeconds: numbe
     wantAssertionsSigned: true,
     signingCert: sp.certificatePem,
     privateKey: sp.privateKeyPem,
+    ...(sp.encryptionKeyPem ? { encPrivateKey: sp.encryptionKeyPem } : {}),
     requestSignatureAlgorithm: RSA_SHA256,
     nameIDFormat: [NAMEID_EMAIL],
     assertionConsumerService: [{ Binding: POST, Location: sp.acsUrl }],

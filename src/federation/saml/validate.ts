@@ -5,10 +5,12 @@
 // connection's certificate (never a KeyInfo certificate), the reference being that Assertion's
 // ID and unique in the document; every value we trust is read from the canonical XML that the
 // signature covered (xml-crypto's signed reference), not from the document around it.
+import { XMLSerializer } from '@xmldom/xmldom';
 import { SignedXml } from 'xml-crypto';
 import type { SamlConnection } from './connections.ts';
 import type { AssertionFacts } from './mapping.ts';
 import { certPem } from './metadata.ts';
+import { decryptAssertion } from './decrypt.ts';
 import { NS, SamlRejection, childElements, descendants, hasCommentsOrPIs, onlyChild, optionalChild, parseStrict, refuseDtd, textOf } from './xml.ts';
 
 const MAX_RESPONSE_BYTES = 256 * 1024;
@@ -27,6 +29,13 @@ export interface ValidationInput {
   acsUrl: string;
   skewSeconds: number;
   now?: number;
+  /** The connection's SP encryption key, when it wants encrypted assertions. */
+  decryptionKeyPem?: string | null;
+}
+
+interface InnerInput extends ValidationInput {
+  /** Set on the second pass over a decrypted response: its Response signature was checked on the original. */
+  decrypted?: { responseSignatureVerified: boolean };
 }
 
 export interface ValidatedResponse {
@@ -91,7 +100,7 @@ function verifiedReference(xml: string, element: Element, signature: Element, ce
 }
 
 /** Our own checks; throws SamlRejection with a stable reason. */
-export function validateResponseXml(xml: string, input: ValidationInput): ValidatedResponse {
+export function validateResponseXml(xml: string, input: InnerInput): ValidatedResponse {
   const { connection, spEntityId, acsUrl } = input;
   const now = input.now ?? Date.now();
   const skew = input.skewSeconds * 1000;
@@ -105,7 +114,13 @@ export function validateResponseXml(xml: string, input: ValidationInput): Valida
 
   const all = descendants(response);
   const assertions = all.filter((e) => e.localName === 'Assertion');
-  if (all.some((e) => e.localName === 'EncryptedAssertion')) throw new SamlRejection('encrypted_assertion_unsupported');
+  const encrypted = all.filter((e) => e.localName === 'EncryptedAssertion');
+  if (encrypted.length > 0) {
+    if (input.decrypted || !connection.encryptedAssertions || !input.decryptionKeyPem) throw new SamlRejection('encrypted_assertion_unexpected');
+    return validateEncrypted(xml, doc, response, all, encrypted, input);
+  }
+  // A connection that asks for encryption gets nothing else: a plain assertion was readable on the way.
+  if (connection.encryptedAssertions && !input.decrypted) throw new SamlRejection('assertion_not_encrypted');
   if (assertions.length !== 1) throw new SamlRejection('assertion_count', `found ${assertions.length}`);
   const assertion = assertions[0]!;
   if (assertion.namespaceURI !== NS.saml || assertion.parentNode !== response) throw new SamlRejection('assertion_position');
@@ -133,7 +148,7 @@ export function validateResponseXml(xml: string, input: ValidationInput): Valida
   const responseSignature = childElements(response, NS.ds, 'Signature');
   if (responseSignature.length > 1) throw new SamlRejection('signature_position');
   // A Response signature, when present, must verify too (samlify would settle for either).
-  if (responseSignature[0]) verifiedReference(xml, response, responseSignature[0], certs);
+  if (responseSignature[0] && !input.decrypted?.responseSignatureVerified) verifiedReference(xml, response, responseSignature[0], certs);
   const signedXml = verifiedReference(xml, assertion, assertionSignature[0]!, certs);
 
   // Response-level fields that are only as trustworthy as the (optional) Response signature:
@@ -204,4 +219,32 @@ export function validateResponseXml(xml: string, input: ValidationInput): Valida
     replayUntil: new Date(Math.max(scdNotOnOrAfter, notOnOrAfter ?? 0) + skew),
     facts: { nameId, nameIdFormat: nameIdEl.getAttribute('Format') || null, attributes, authnContextClassRef: classRef ? textOf(classRef) : null },
   };
+}
+
+/**
+ * A Response carrying one EncryptedAssertion: its Response signature (if any) is checked over
+ * the message as received (it covers the ciphertext), the assertion is decrypted and put in the
+ * EncryptedAssertion's place, and the result goes through every check a plain response does,
+ * including the assertion's own signature (decryption proves nothing about who wrote it).
+ */
+function validateEncrypted(xml: string, doc: Document, response: Element, all: Element[], encrypted: Element[], input: InnerInput): ValidatedResponse {
+  if (encrypted.length !== 1 || all.some((e) => e.localName === 'Assertion')) throw new SamlRejection('assertion_count', `found ${encrypted.length} encrypted`);
+  const element = encrypted[0]!;
+  if (element.namespaceURI !== NS.saml || element.parentNode !== response) throw new SamlRejection('assertion_position');
+  const signatures = all.filter((e) => e.localName === 'Signature');
+  if (signatures.some((s) => s.namespaceURI !== NS.ds || s.parentNode !== response)) throw new SamlRejection('signature_position');
+  const responseSignature = childElements(response, NS.ds, 'Signature');
+  if (responseSignature.length > 1) throw new SamlRejection('signature_position');
+  if (responseSignature[0]) verifiedReference(xml, response, responseSignature[0], input.connection.idp.signingCerts);
+  const plain = decryptAssertion(element, input.decryptionKeyPem!);
+  let assertion: Element | null;
+  try {
+    assertion = parseStrict(plain).documentElement;
+  } catch {
+    throw new SamlRejection('decryption');
+  }
+  if (!assertion || assertion.namespaceURI !== NS.saml || assertion.localName !== 'Assertion') throw new SamlRejection('decryption');
+  response.replaceChild(doc.importNode(assertion, true), element);
+  const decryptedXml = new XMLSerializer().serializeToString(doc as never);
+  return validateResponseXml(decryptedXml, { ...input, decrypted: { responseSignatureVerified: responseSignature.length > 0 } });
 }

@@ -16,6 +16,8 @@ export const ACCOUNT_NOTICES = {
   'verification-sent': 'We sent a new verification link. Check your inbox (and your spam folder).',
   'verification-limited': 'We have sent several links already. Wait a while before asking for another one.',
   'already-verified': 'Your email address is already verified.',
+  'profile-updated': 'Profile saved.',
+  'access-removed': 'Access removed. The application has to ask you again before it can use your account.',
 } as const;
 
 export type AccountNotice = keyof typeof ACCOUNT_NOTICES;

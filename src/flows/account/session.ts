@@ -3,6 +3,8 @@ import type { Context } from 'koa';
 import { findUserById, type User } from '../../identity/users.ts';
 import { assess, type Assurance, type Proof } from '../../assurance/index.ts';
 import { loadSessionProofs, mergeProofs, saveSessionProofs } from '../../sessions/proofs.ts';
+import { touchDeviceSession } from '../../sessions/devices.ts';
+import { sessionTtl } from '../../sessions/timeouts.ts';
 import { randomToken } from '../../security/crypto.ts';
 import type { FlowDeps } from '../context.ts';
 import { timedProofs } from '../interaction.ts';
@@ -53,6 +55,8 @@ export async function currentAccount(deps: FlowDeps, ctx: Context): Promise<Acco
   if (!session?.accountId || !session.uid) return undefined;
   const user = await findUserById(deps.db, session.accountId);
   if (!user || user.status !== 'active') return undefined;
+  // Using the account pages is using the session: its idle timeout slides (at most once a minute).
+  if (await touchDeviceSession(deps.db, session.uid)) await extendSession(deps, ctx, session);
   const proofs = await loadSessionProofs(deps.db, session.uid, user.id);
   return { user, sessionUid: session.uid, session, proofs, assurance: assess(proofs, deps.assurance) };
 }
@@ -79,6 +83,25 @@ export async function requireAccount(deps: FlowDeps, ctx: Context, returnTo = ct
     state,
   }).toString();
   throw new Redirect(auth.toString());
+}
+
+/**
+ * The hosted sign-in for the account pages as requireAccount starts it, for a flow that brings
+ * its own proof (an IdP-initiated SAML landing): `state` is the caller's, `extra` adds
+ * authorization parameters (prompt=login: never the session already in this browser).
+ */
+export function accountSignInUrl(deps: FlowDeps, ctx: Context, state: string, returnTo = '/account', extra: Record<string, string> = {}): string {
+  ctx.cookies.set(STATE_COOKIE, JSON.stringify({ state, returnTo: safeReturnPath(returnTo) }), {
+    signed: true,
+    httpOnly: true,
+    sameSite: 'lax',
+    secure: deps.config.secureCookies,
+    path: '/account',
+    maxAge: deps.config.ttl.interaction * 1000,
+  });
+  const auth = new URL('/auth', deps.config.issuer);
+  auth.search = new URLSearchParams({ client_id: ACCOUNT_CLIENT_ID, response_type: 'none', scope: 'openid', redirect_uri: `${deps.config.issuer}/account/callback`, state, ...extra }).toString();
+  return auth.toString();
 }
 
 /** Where the hosted sign-in returns to: checks state (no login CSRF) and goes back. */
@@ -111,6 +134,28 @@ export function requireRecentAuth(deps: FlowDeps, account: AccountSession, retur
   throw new Redirect(`/account/reauth?return_to=${encodeURIComponent(safeReturnPath(returnTo))}`);
 }
 
+/** The strongest way the user can prove it is them: a passkey, else an authenticator app, else any. */
+export type StrongestFactor = 'passkey' | 'totp' | 'any';
+
+export async function strongestFactor(deps: FlowDeps, userId: string): Promise<StrongestFactor> {
+  const enrolled = await deps.factors.enrolled(userId);
+  return enrolled.passkeys > 0 ? 'passkey' : enrolled.totp ? 'totp' : 'any';
+}
+
+/**
+ * Like requireRecentAuth, for the most dangerous action (deletion): the recent proof must be of the
+ * user's strongest enrolled factor. A user with a passkey proves the passkey, with an
+ * authenticator app a code; their password alone is not enough.
+ */
+export async function requireStrongRecentAuth(deps: FlowDeps, account: AccountSession, returnTo: string): Promise<void> {
+  const factor = await strongestFactor(deps, account.user.id);
+  const now = Math.floor(Date.now() / 1000);
+  const recent = account.proofs.filter((p) => now - p.at <= deps.config.recentAuthSeconds && (factor === 'any' || p.method === factor));
+  if (recent.length > 0) return;
+  const factorParam = factor === 'any' ? '' : `&factor=${factor}`;
+  throw new Redirect(`/account/reauth?return_to=${encodeURIComponent(safeReturnPath(returnTo))}${factorParam}`);
+}
+
 /** Records a factor proven on an account page (re-authentication) against the session. */
 export async function recordAccountProof(deps: FlowDeps, account: AccountSession, success: MethodSuccess): Promise<void> {
   await saveSessionProofs(deps.db, account.sessionUid, account.user.id, mergeProofs(account.proofs, timedProofs([success])));
@@ -136,7 +181,14 @@ function sessionCookie(deps: FlowDeps, ctx: Context, value: string | null, expir
 export async function rotateSessionId(deps: FlowDeps, ctx: Context, account: AccountSession): Promise<void> {
   account.session.resetIdentifier();
   await account.session.persist();
-  sessionCookie(deps, ctx, account.session.jti, account.session.exp);
+  // A session not remembered keeps a cookie that ends with the browser.
+  sessionCookie(deps, ctx, account.session.jti, account.session.transient ? undefined : account.session.exp);
+}
+
+/** Saves the session with a fresh idle timeout (never past its absolute end: sessions/timeouts.ts). */
+async function extendSession(deps: FlowDeps, ctx: Context, session: ProviderSession): Promise<void> {
+  await session.save(sessionTtl(deps.config.sessionTimeouts, session));
+  if (!session.transient) sessionCookie(deps, ctx, session.jti, session.exp);
 }
 
 /** Ends this browser's session (too many failed re-authentications): it proves nothing any more. */

@@ -12,6 +12,8 @@ const SCOPE_DESCRIPTIONS: Record<string, string> = {
   profile: 'Your name',
   email: 'Your email address and whether it is verified',
   offline_access: 'Stay connected when you are not using it',
+  'account:read': 'See your account, devices and applications',
+  'account:write': 'Manage your devices and applications, and delete your account',
 };
 
 /** `remember`: the user consented on the page, so later sessions reuse this grant. */
@@ -44,8 +46,10 @@ export async function showConsent(deps: FlowDeps, ctx: Context, details: Interac
   const client = await deps.provider().Client.find(String(details.params.client_id));
   if (!client) throw Object.assign(new Error('This application is no longer registered.'), { status: 400, expose: true });
   if ((client as unknown as { first_party?: boolean }).first_party) return grantConsent(deps, ctx, details, false);
-  const promptDetails = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[] };
-  const scopes = (promptDetails.missingOIDCScope ?? []).map((name) => ({ name, description: SCOPE_DESCRIPTIONS[name] ?? name }));
+  const promptDetails = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
+  // API scopes (the Account API's) are shown too: the user must see what they allow.
+  const asked = [...(promptDetails.missingOIDCScope ?? []), ...Object.values(promptDetails.missingResourceScopes ?? {}).flat()];
+  const scopes = [...new Set(asked)].map((name) => ({ name, description: SCOPE_DESCRIPTIONS[name] ?? name }));
   const user = await findUserById(deps.db, details.session!.accountId);
   deps.views.render(ctx, 'consent', {
     title: 'Allow access',

@@ -10,7 +10,8 @@ import { continueSignIn } from '../sign-in/next-step.ts';
 import { loadPending } from '../sign-in/pending.ts';
 import { findScheduledDeletion } from '../../identity/deletion.ts';
 import { findUserById } from '../../identity/users.ts';
-import { currentAccount, endAccountSession, handleRedirects, requireAccount, requireRecentAuth } from '../account/session.ts';
+import { currentAccount, endAccountSession, handleRedirects, requireAccount, requireStrongRecentAuth } from '../account/session.ts';
+import { navBack, targetQuery } from '../account/nav.ts';
 import type { DeletionService } from './service.ts';
 
 /** The relying party that sent the user, and where it may be sent back (exact match only). */
@@ -67,6 +68,7 @@ export function registerDeletionRoutes(router: Router, deps: FlowDeps, deletion:
         graceDays: deps.config.deletion.graceDays,
         deletionDate: deletionDate.toUTCString(),
         deletionDateIso: deletionDate.toISOString(),
+        accountNav: { current: 'delete', query: targetQuery(target), ...navBack(target) },
         clientId: target?.clientId,
         clientName: target?.clientName,
         returnTo: target?.returnTo,
@@ -80,7 +82,7 @@ export function registerDeletionRoutes(router: Router, deps: FlowDeps, deletion:
     const target = await returnTarget(deps, ctx.query.client_id, ctx.query.return_to);
     const self = selfPath(target);
     const account = await requireAccount(deps, ctx, self);
-    requireRecentAuth(deps, account, self);
+    await requireStrongRecentAuth(deps, account, self);
     renderConfirm(ctx, account.user.email, target);
   });
 
@@ -93,7 +95,7 @@ export function registerDeletionRoutes(router: Router, deps: FlowDeps, deletion:
     if (form.action === 'keep') {
       return redirectSeeOther(ctx, target?.returnTo ? backTo(target.returnTo, { status: 'cancelled' }) : '/account');
     }
-    requireRecentAuth(deps, account, self);
+    await requireStrongRecentAuth(deps, account, self);
     if (form.confirm !== 'yes') return renderConfirm(ctx, account.user.email, target, 'Tick the box to confirm that you want your account deleted.');
     const { deleteAfter } = await deletion.schedule(account.user, { requestedBy: 'user', clientId: target?.clientId, ctx });
     // Every session was revoked; this browser's cookie goes too.

@@ -132,6 +132,8 @@ export function createDeletionService(deps: DeletionDeps) {
    * by `asOf` (and skips one another runner holds); `now` purges whatever the state.
    */
   async function purgeUser(userId: string, options: { trigger: 'grace-expired'; asOf: Date } | { trigger: 'operator-now'; alsoTell?: string[] }): Promise<DeletionReceipt | undefined> {
+    // Rows this process still buffers for the user are written first, so the purge anonymises them.
+    await audit.flush();
     const receipt = await db.transaction(async (trx) => {
       const deletionQuery = trx('account_deletions').where({ user_id: userId }).forUpdate().skipLocked();
       if (options.trigger === 'grace-expired') deletionQuery.where('delete_after', '<=', options.asOf);

@@ -5,7 +5,7 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { RateLimitedError } from '../../security/rate-limit.ts';
 import type { FlowDeps } from '../context.ts';
-import { clientName, existingProofs, finishInteraction, loadInteraction, redirectSeeOther, timedProofs, type InteractionDetails } from '../interaction.ts';
+import { clientName, existingProofs, finishInteraction, loadInteraction, redirectSeeOther, setRememberChoice, timedProofs, type InteractionDetails } from '../interaction.ts';
 import { showConsent } from '../consent/routes.ts';
 import { continueSignIn, pendingProofs } from '../sign-in/next-step.ts';
 import { loadPending } from '../sign-in/pending.ts';
@@ -13,6 +13,8 @@ import { findUserByEmail, findUserById } from '../../identity/users.ts';
 import { mergeProofs } from '../../sessions/proofs.ts';
 import { showVerifyEmailPrompt } from '../verify-email/routes.ts';
 import { VERIFY_EMAIL_PROMPT } from '../../oidc/verified-email.ts';
+import { PasswordBusyError } from '../../methods/password/index.ts';
+import { wantsJson } from '../../http/request-context.ts';
 
 const loginForm = z.object({
   email: z.string().trim().min(1).max(320),
@@ -44,6 +46,18 @@ export async function renderLogin(deps: FlowDeps, ctx: Context, details: Interac
   );
 }
 
+/** Too many sign-ins at once (the argon2 pool's queue is full): a fast 503 with Retry-After, nothing checked. */
+async function renderBusy(deps: FlowDeps, ctx: Context, details: InteractionDetails, email: string, err: PasswordBusyError) {
+  deps.metrics.loginAttempts.inc({ method: 'password', result: 'busy' });
+  ctx.set('Retry-After', String(err.retryAfterSeconds));
+  if (wantsJson(ctx)) {
+    ctx.status = 503;
+    ctx.body = { error: 'temporarily_unavailable', error_description: err.message };
+    return;
+  }
+  return renderLogin(deps, ctx, details, { email, error: err.message }, 503);
+}
+
 export function registerLoginRoutes(router: Router, deps: FlowDeps) {
   router.get('/interaction/:uid', async (ctx) => {
     const details = await loadInteraction(deps, ctx);
@@ -70,6 +84,12 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
 
     const clientId = String(details.params.client_id);
     const { email, password } = parsed.data;
+    try {
+      deps.password.pool.admit();
+    } catch (err) {
+      if (err instanceof PasswordBusyError) return renderBusy(deps, ctx, details, email, err);
+      throw err;
+    }
     const user = await findUserByEmail(deps.db, email);
     // The attempt is paid for before argon2 runs; a success gets the points back.
     let reservation;
@@ -78,18 +98,27 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
     } catch (err) {
       if (!(err instanceof RateLimitedError)) throw err;
       deps.metrics.loginAttempts.inc({ method: 'password', result: 'throttled' });
-      await deps.audit(ctx, { type: 'login.throttled', clientId, data: { method: 'password', emailRef: deps.audit.emailRef(email) } });
+      await deps.audit(ctx, { type: 'login.throttled', userId: user?.id, clientId, data: { method: 'password', emailRef: deps.audit.emailRef(email) } });
       ctx.set('Retry-After', String(err.retryAfterSeconds));
       const minutes = Math.max(1, Math.ceil(err.retryAfterSeconds / 60));
       return renderLogin(deps, ctx, details, { email, error: `Too many failed attempts. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}, or reset your password.` }, 429);
     }
-    const result = await deps.password.verifyUser(user, password);
+    let result;
+    try {
+      result = await deps.password.verifyUser(user, password, { shed: true });
+    } catch (err) {
+      if (!(err instanceof PasswordBusyError)) throw err;
+      await reservation.refund(); // the password was not checked
+      return renderBusy(deps, ctx, details, email, err);
+    }
     if (!result) {
       deps.metrics.loginAttempts.inc({ method: 'password', result: 'failure' });
-      await deps.audit(ctx, { type: 'login.failure', clientId, data: { method: 'password', emailRef: deps.audit.emailRef(email) } });
+      // Against the account when it exists: its owner sees failed attempts in the login history.
+      await deps.audit(ctx, { type: 'login.failure', userId: user?.id, clientId, data: { method: 'password', emailRef: deps.audit.emailRef(email) } });
       return renderLogin(deps, ctx, details, { email, error: INVALID }, 401);
     }
     await reservation.refund();
+    setRememberChoice(deps, ctx, details.uid, body.remember === 'yes');
     deps.metrics.loginAttempts.inc({ method: 'password', result: 'success' });
     await deps.audit(ctx, { type: 'login.success', userId: result.user.id, clientId, data: { method: 'password' } });
     // A password entered again during this sign-in (its earlier proofs had grown old) adds to them.

@@ -6,6 +6,7 @@
 import type { Context } from 'koa';
 import { findUserById } from '../../identity/users.ts';
 import { isDeletionScheduled } from '../../identity/deletion.ts';
+import { pendingLink } from '../../federation/saml/links.ts';
 import { wantedLevels, type Proof } from '../../assurance/index.ts';
 import type { FlowDeps } from '../context.ts';
 import { interactionResultUrl, loginResultUrl, type InteractionDetails } from '../interaction.ts';
@@ -47,11 +48,17 @@ export async function continueSignIn(deps: FlowDeps, ctx: Context, details: Inte
       await savePending(deps.db, details.uid, { userId, proofs }, deps.config.ttl.interaction);
       return `/interaction/${details.uid}/deletion`;
     }
+    // A SAML identity waiting to be linked to this account: its owner, now signed in locally,
+    // confirms the link before anything else (flows/saml).
+    if ((await pendingLink(deps.db, details.uid))?.userId === userId) {
+      await savePending(deps.db, details.uid, { userId, proofs }, deps.config.ttl.interaction);
+      return `/interaction/${details.uid}/saml/link`;
+    }
     await clearPending(deps.db, details.uid);
     // Only a browser that completed every factor becomes one the owner is known to use.
     const user = await findUserById(deps.db, userId);
     if (user) deps.loginThrottle.rememberDevice(ctx, user);
-    return loginResultUrl(deps, ctx, userId, proofs);
+    return loginResultUrl(deps, ctx, userId, proofs, { interactionUid: details.uid, sessionUid: details.session?.accountId === userId ? details.session.uid : undefined });
   }
   if (step.kind === 'unmet') {
     await clearPending(deps.db, details.uid);

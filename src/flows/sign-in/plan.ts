@@ -45,7 +45,11 @@ function ask(missing: Exclude<Missing, 'nothing'>, enrolled: Enrolled): NextStep
 }
 
 export function nextStep(policy: StepPolicy, factors: FactorRegistry, enrolled: Enrolled, wanted: Level[], proofs: Proof[], now = Math.floor(Date.now() / 1000)): NextStep {
-  const target = targetLevel(wanted, factors.capabilities(enrolled));
+  // A level this sign-in's proofs already reach counts as one the user can meet, even with no
+  // local factor for it (an IdP that authenticated with mfa, through a SAML connection's --acr).
+  const capable = new Set(factors.capabilities(enrolled));
+  for (const level of LEVELS) if (missingFor(proofs, level, policy.assurance.elevationTtl[level], now) === 'nothing') capable.add(level);
+  const target = targetLevel(wanted, capable);
   const floor: Level = factors.hasSecondFactor(enrolled) ? 'mfa' : 'pwd';
   if (target === 'unmet') {
     if (policy.enroll === 'deny') return { kind: 'unmet', wanted, enrolled };
