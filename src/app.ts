@@ -51,6 +51,7 @@ import { assurancePolicyFrom, createProvider } from './oidc/provider.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, metricsEndpoint } from './observability/metrics.ts';
 import { createAudit, type Audit } from './security/audit.ts';
+import { startSealer } from './security/audit-chain.ts';
 import { csrfProtection } from './security/csrf.ts';
 import { securityHeaders } from './security/headers.ts';
 import { loadSecrets } from './security/secrets.ts';
@@ -241,16 +242,19 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
 
   const timers: NodeJS.Timeout[] = [];
   let stopJobs = () => {};
+  let sealer: { stop(): Promise<void> } | undefined;
   if (options.background) {
     const keyTimer = setInterval(() => {
       reloadKeys().catch((err) => log.error({ event: 'keys.reload_failed', err }, 'could not reload signing keys'));
     }, config.keyCheckIntervalSeconds * 1000);
     keyTimer.unref();
     timers.push(keyTimer);
-    stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds, { config, mail, events, deletion });
+    stopJobs = scheduleJobs(db, log, config.sweepIntervalSeconds, { config, mail, events, deletion, audit });
     mail.start(); // delivers the outbox in the background, retrying failures
     await clients.cache.watch(log); // clients cached, invalidated on change (oidc/client-cache.ts)
     events.start(); // likewise the Security Event Tokens
+    audit.onWebhook(() => events.kick()); // and webhooks, as soon as one is queued
+    sealer = startSealer(db, log, audit.anonymousSalt); // the audit hash chain, about every second
   }
 
   const latchkey: Latchkey = {
@@ -260,7 +264,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
     password: deps.password,
     audit,
     atRestKey: secrets.atRestKey,
-    jobServices: { config, mail, events, deletion },
+    jobServices: { config, mail, events, deletion, audit },
     deletion,
     events,
     provider: () => current.provider,
@@ -270,6 +274,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
       stopJobs();
       await mail.stop();
       await events.stop();
+      await sealer?.stop();
       await clients.cache.close();
       await audit.flush(); // batched routine rows (security/audit.ts)
       await db.destroy();

@@ -59,12 +59,13 @@ async function serve(config: Config, log: Logger) {
  * the request body to a running server), never into a process's arguments.
  */
 async function passwordFromStdin(argv: string[]): Promise<string[]> {
-  const at = argv.indexOf('--password-stdin');
+  // `webhooks add --secret-from-stdin` likewise, for an operator-chosen signing secret.
+  const at = argv.findIndex((a) => a === '--password-stdin' || a === '--secret-from-stdin');
   if (at < 0) return argv;
   let input = '';
   for await (const chunk of process.stdin) input += chunk;
-  const password = input.replace(/\r?\n$/, '');
-  return [...argv.slice(0, at), '--password', password, ...argv.slice(at + 1)];
+  const value = input.replace(/\r?\n$/, '');
+  return [...argv.slice(0, at), argv[at] === '--password-stdin' ? '--password' : '--secret', value, ...argv.slice(at + 1)];
 }
 
 async function main(rawArgv: string[]): Promise<number | undefined> {

@@ -14,6 +14,7 @@ import type { Logger } from '../observability/logger.ts';
 import { SAML_USAGE, samlCommand } from './saml.ts';
 import { clientsUpdateCommand, usersDeletionCommand } from './deletion.ts';
 import { SESSIONS_USAGE, sessionsCommand } from './sessions.ts';
+import { AUDIT_USAGE, auditCommand, webhooksCommand } from './audit.ts';
 
 export const USAGE = `Usage: latchkey <command> [options]
 
@@ -35,6 +36,7 @@ export const USAGE = `Usage: latchkey <command> [options]
   keys list
   jobs run NAME                          run a scheduled job now (${Object.keys(JOBS).join(', ')})
 ${SESSIONS_USAGE}
+${AUDIT_USAGE}
 ${SAML_USAGE}
 
 Every command accepts --json for machine-readable output.`;
@@ -70,6 +72,10 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
         return await samlCommand(sub, rest, { latchkey, config, json, out: io.out, err: io.err, usage: (message) => { throw new UsageError(message); } });
       case 'sessions':
         return await sessionsCommand(sub, rest, { latchkey, log, print, usage: (m) => new UsageError(m) });
+      case 'audit':
+        return await auditCommand(sub, rest, { latchkey, json, out: io.out, print, usage: (m) => new UsageError(m) });
+      case 'webhooks':
+        return await webhooksCommand(sub, rest, { latchkey, json, out: io.out, print, usage: (m) => new UsageError(m) });
       case 'keys':
         return await keysCommand(sub);
       case 'jobs': {

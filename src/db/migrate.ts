@@ -12,6 +12,7 @@ import * as m0008 from '../../migrations/0008_saml_more.ts';
 import * as m0009 from '../../migrations/0009_sessions.ts';
 import * as m0010 from '../../migrations/0010_account.ts';
 import * as m0011 from '../../migrations/0011_indexes.ts';
+import * as m0012 from '../../migrations/0012_audit_chain.ts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -30,6 +31,7 @@ const migrations: Record<string, Migration> = {
   '0009_sessions': m0009,
   '0010_account': m0010,
   '0011_indexes': m0011,
+  '0012_audit_chain': m0012,
 };
 
 const source: Knex.MigrationSource<string> = {

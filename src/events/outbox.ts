@@ -3,7 +3,9 @@
 // happens afterwards (RFC 8935 push: POST application/secevent+jwt, 202 Accepted ends it). A
 // failed delivery is retried with bounded exponential backoff; several instances share the table
 // by claiming due rows with a lease (FOR UPDATE SKIP LOCKED). Every request goes through the
-// outbound guard: a client's events_uri is a URL someone supplied.
+// outbound guard: a client's events_uri is a URL someone supplied. Operator webhooks
+// (events/webhooks.ts) are rows of the same table (`kind = 'webhook'`): same leases, retries,
+// backoff and guard; any 2xx ends one.
 import crypto from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Config } from '../config.ts';
@@ -11,6 +13,7 @@ import type { Db } from '../db/knex.ts';
 import type { Logger } from '../observability/logger.ts';
 import { decrypt, encrypt } from '../security/crypto.ts';
 import type { OutboundRequest } from '../security/outbound.ts';
+import { signWebhook, webhookBody, webhookTarget } from './webhooks.ts';
 import { accountEventClaims, signSet, type AccountEvent, type SetClaims } from './set.ts';
 
 const BATCH = 10;
@@ -38,7 +41,10 @@ export interface SecurityEvents {
 
 interface Claimed {
   id: string;
-  client_id: string;
+  kind: string;
+  webhook_id: string | null;
+  audit_event_id: string | null;
+  client_id: string | null;
   event: string;
   sealed: string | null;
   attempts: number;
@@ -69,10 +75,27 @@ export function createSecurityEvents(deps: { db: Db; config: Pick<Config, 'issue
         WHERE id IN (SELECT id FROM security_event_outbox
                       WHERE status = 'pending' AND next_attempt_at <= now() AND (locked_until IS NULL OR locked_until < now())
                       ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED)
-        RETURNING id, client_id, event, sealed, attempts`,
+        RETURNING id, kind, webhook_id, audit_event_id::text, client_id, event, sealed, attempts`,
       [LEASE_SECONDS, BATCH],
     );
     return (result as { rows: Claimed[] }).rows;
+  }
+
+  /** One webhook delivery: the body is built from the audit row, signed now, sent through the guard. */
+  async function sendWebhook(row: Claimed): Promise<'sent' | string> {
+    const target = row.webhook_id ? await webhookTarget(db, atRestKey, row.webhook_id) : undefined;
+    if (!target) return 'webhook removed';
+    const body = row.audit_event_id ? await webhookBody(db, row.id, row.audit_event_id) : undefined;
+    if (!body) return 'audit event missing';
+    const response = await outbound(target.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...signWebhook(target.secret, row.id, body) },
+      body,
+      timeoutMs: 5000,
+      maxBytes: 16 * 1024,
+    });
+    if (response.status < 200 || response.status > 299) throw new Error(`receiver answered ${response.status}`);
+    return 'sent';
   }
 
   async function eventsUri(clientId: string): Promise<string | undefined> {
@@ -84,26 +107,35 @@ export function createSecurityEvents(deps: { db: Db; config: Pick<Config, 'issue
   async function giveUp(row: Claimed, message: string, totals: EventDeliveryResult) {
     totals.failed++;
     await db('security_event_outbox').where({ id: row.id }).update({ status: 'failed', sealed: null, locked_until: null, last_error: message });
-    log.error({ event: 'set.failed', setId: row.id, clientId: row.client_id, type: row.event, attempts: row.attempts, err: message }, 'security event could not be delivered; giving up');
+    log.error({ event: row.kind === 'webhook' ? 'webhook.failed' : 'set.failed', setId: row.id, clientId: row.client_id, type: row.event, attempts: row.attempts, err: message }, 'security event could not be delivered; giving up');
+  }
+
+  async function sendSet(row: Claimed, uri: string): Promise<void> {
+    const claims = JSON.parse(decrypt(atRestKey, row.sealed!, aad(row.id))) as SetClaims;
+    const jwt = await signSet(db, atRestKey, claims);
+    const response = await outbound(uri, {
+      method: 'POST',
+      headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json' },
+      body: jwt,
+      timeoutMs: 5000,
+      maxBytes: 16 * 1024,
+    });
+    // RFC 8935 §2.2: 202 Accepted is the only success; anything else is tried again.
+    if (response.status !== 202) {
+      const detail = /^\s*\{/.test(response.body) ? ` ${response.body.slice(0, 200)}` : '';
+      throw new Error(`receiver answered ${response.status}${detail}`);
+    }
   }
 
   async function deliverOne(row: Claimed, totals: EventDeliveryResult): Promise<void> {
-    const uri = await eventsUri(row.client_id);
-    if (!uri || !row.sealed) return giveUp(row, uri ? 'event body missing' : 'client has no events_uri', totals);
+    const webhook = row.kind === 'webhook';
+    const uri = !webhook && row.client_id ? await eventsUri(row.client_id) : undefined;
+    if (!webhook && (!uri || !row.sealed)) return giveUp(row, uri ? 'event body missing' : 'client has no events_uri', totals);
     try {
-      const claims = JSON.parse(decrypt(atRestKey, row.sealed, aad(row.id))) as SetClaims;
-      const jwt = await signSet(db, atRestKey, claims);
-      const response = await outbound(uri, {
-        method: 'POST',
-        headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json' },
-        body: jwt,
-        timeoutMs: 5000,
-        maxBytes: 16 * 1024,
-      });
-      // RFC 8935 §2.2: 202 Accepted is the only success; anything else is tried again.
-      if (response.status !== 202) {
-        const detail = /^\s*\{/.test(response.body) ? ` ${response.body.slice(0, 200)}` : '';
-        throw new Error(`receiver answered ${response.status}${detail}`);
+      if (!webhook) await sendSet(row, uri!);
+      else {
+        const outcome = await sendWebhook(row);
+        if (outcome !== 'sent') return giveUp(row, outcome, totals);
       }
     } catch (err) {
       const message = String((err as Error).message ?? err).slice(0, 500);
@@ -113,13 +145,13 @@ export function createSecurityEvents(deps: { db: Db; config: Pick<Config, 'issue
       await db('security_event_outbox')
         .where({ id: row.id })
         .update({ next_attempt_at: db.raw('now() + make_interval(secs => ?)', [delay]), locked_until: null, last_error: message });
-      log.warn({ event: 'set.retry', setId: row.id, clientId: row.client_id, type: row.event, attempts: row.attempts, retryInSeconds: delay, err: message }, 'security event delivery failed; will retry');
+      log.warn({ event: row.kind === 'webhook' ? 'webhook.retry' : 'set.retry', setId: row.id, clientId: row.client_id, type: row.event, attempts: row.attempts, retryInSeconds: delay, err: message }, 'security event delivery failed; will retry');
       return;
     }
     totals.delivered++;
     // Delivered: the claims (they name the user) go.
     await db('security_event_outbox').where({ id: row.id }).update({ status: 'delivered', sealed: null, locked_until: null, last_error: null, delivered_at: db.fn.now() });
-    log.info({ event: 'set.delivered', setId: row.id, clientId: row.client_id, type: row.event, attempts: row.attempts }, 'security event delivered');
+    log.info({ event: row.kind === 'webhook' ? 'webhook.delivered' : 'set.delivered', setId: row.id, clientId: row.client_id, type: row.event, attempts: row.attempts }, 'security event delivered');
   }
 
   async function deliverDue(): Promise<EventDeliveryResult> {

@@ -16,6 +16,8 @@ import { purgeSignInState } from '../sessions/sweep.ts';
 import { purgeSamlState } from '../federation/saml/requests.ts';
 import { refreshDueMetadata, warnExpiringCertificates } from '../federation/saml/maintenance.ts';
 import { createOutbound } from '../security/outbound.ts';
+import type { Audit } from '../security/audit.ts';
+import { SEALER_LOCK_ID, sealPending } from '../security/audit-chain.ts';
 
 /** What jobs may use besides the database. */
 export interface JobServices {
@@ -23,6 +25,7 @@ export interface JobServices {
   mail: Mailer;
   events: SecurityEvents;
   deletion: DeletionService;
+  audit: Audit;
 }
 
 export interface Job {
@@ -98,6 +101,15 @@ export const JOBS: Record<string, Job> = {
     unlocked: true,
     async run(db, { config }, log) {
       return refreshDueMetadata(db as Db, createOutbound(config.outboundAllowOrigins), log);
+    },
+  },
+  // The audit hash chain (the server also runs it every second): takes its own advisory lock.
+  'audit-seal': {
+    lockId: SEALER_LOCK_ID,
+    unlocked: true,
+    async run(db, { audit }) {
+      const { sealed } = await sealPending(db as Db, audit.anonymousSalt);
+      return { sealed };
     },
   },
   'saml-certificates': {

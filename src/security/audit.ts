@@ -1,9 +1,11 @@
 // Structured audit trail: one row per security-relevant event, mirrored to the log.
 // Never pass secrets here: ids and hash prefixes only.
 import crypto from 'node:crypto';
+import type { Knex } from 'knex';
 import type { Context } from 'koa';
 import type { Db } from '../db/knex.ts';
 import type { Logger } from '../observability/logger.ts';
+import { anonymousSalt } from './audit-chain.ts';
 
 export type AuditType =
   | 'user.signup'
@@ -66,7 +68,31 @@ export type AuditType =
   | 'deletion.cancelled'
   | 'client.updated'
   | 'profile.updated'
-  | 'access.removed';
+  | 'access.removed'
+  | 'account.locked'
+  | 'webhook.added'
+  | 'webhook.removed';
+
+/**
+ * Public (versioned) event names, as webhooks and `audit list --type` speak them: issue 12's names
+ * where the stored type predates them; every other type is its own public name. Payload shapes
+ * change only with a new `version`.
+ */
+export const EVENT_VERSION = 1;
+const PUBLIC_NAMES: Partial<Record<AuditType, string>> = {
+  'login.success': 'login.succeeded',
+  'login.failure': 'login.failed',
+  'factor.enrolled': 'mfa.enrolled',
+  'factor.removed': 'mfa.removed',
+};
+export function publicEventName(type: string): string {
+  return PUBLIC_NAMES[type as AuditType] ?? type;
+}
+/** Stored types a public or stored name stands for. */
+export function storedTypes(name: string): string[] {
+  const stored = Object.entries(PUBLIC_NAMES).filter(([, pub]) => pub === name).map(([t]) => t);
+  return [...new Set([name, ...stored])];
+}
 
 export interface AuditEvent {
   type: AuditType;
@@ -88,9 +114,24 @@ export function createAudit(db: Db, log: Logger, refKey: Buffer) {
   let timer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> = Promise.resolve();
 
+  let onWebhook: (() => void) | undefined;
+
   async function write(rows: Row[]): Promise<void> {
     try {
-      await db('audit_events').insert(rows);
+      // Batched rows (routine types, with their own time) go in one plain INSERT.
+      if (rows.length !== 1 || 'at' in rows[0]!) return void (await db('audit_events').insert(rows));
+      // One statement: the row, and a delivery in the shared outbox for every webhook that asked
+      // for this event (the request never waits on a receiver).
+      const row = rows[0]!;
+      const result = await db.raw(
+        `WITH ev AS (INSERT INTO audit_events (type, user_id, client_id, ip, user_agent, request_id, data) VALUES (?, ?, ?, ?, ?, ?, ?::jsonb) RETURNING id)
+         INSERT INTO security_event_outbox (id, kind, webhook_id, audit_event_id, event)
+         SELECT gen_random_uuid(), 'webhook', w.id, ev.id, ? FROM ev, webhooks w
+          WHERE w.events = '[]'::jsonb OR w.events @> jsonb_build_array(?::text)
+         RETURNING id`,
+        [row.type, row.user_id, row.client_id, row.ip, row.user_agent, row.request_id, row.data, publicEventName(String(row.type)), publicEventName(String(row.type))] as Knex.RawBinding[],
+      );
+      if ((result as { rows: unknown[] }).rows.length) onWebhook?.();
     } catch (err) {
       // An audit write must never turn a user's successful action into an error page.
       log.error({ err, event: 'audit.write_failed', type: rows[0]?.type, rows: rows.length }, 'audit write failed');
@@ -138,6 +179,12 @@ export function createAudit(db: Db, log: Logger, refKey: Buffer) {
   }
   /** Writes the rows still buffered: on shutdown, and wherever a reader needs them now. */
   audit.flush = flush;
+  /** Called when a write queued webhook deliveries (the server starts the outbox at once). */
+  audit.onWebhook = (fn: () => void) => {
+    onWebhook = fn;
+  };
+  /** The commitment key for rows about no account (security/audit-chain.ts). */
+  audit.anonymousSalt = anonymousSalt(refKey);
   /**
    * A typed address as it may appear in audit data: a keyed hash, so failures on one address can be
    * correlated without storing it, and nobody can confirm a guessed address against a log.

@@ -4,8 +4,10 @@
 // Scheduling revokes every session, grant and token (back-channel logout included), mails the
 // date with a cancel link and tells every client registered with an events_uri that knows the
 // user (RISC account-disabled). Cancelling only restores sign-in. The purge runs in ONE
-// transaction per user: the user's rows go, audit rows are anonymised (pseudonym, no IP, user
-// agent or address), a receipt without personal data is written, and the account-purged SETs and
+// transaction per user: the user's rows go, the personal fields of their audit rows (user id, IP,
+// user agent, addresses) are erased with the user's audit salt, leaving the hash chain intact
+// (security/audit-chain.ts: the chain holds only a salted commitment to those fields; the rows
+// keep a pseudonym), a receipt without personal data is written, and the account-purged SETs and
 // the last mail are queued, all or nothing. A purge killed midway leaves each user either
 // untouched or gone, and running it again finishes the rest.
 import crypto from 'node:crypto';
@@ -21,6 +23,7 @@ import type { Mailer } from '../../mail/index.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { revokeAccountEverywhere } from '../../oidc/revoke-account.ts';
 import type { Audit } from '../../security/audit.ts';
+import { PERSONAL_DATA_KEYS } from '../../security/audit-chain.ts';
 
 export interface DeletionDeps {
   config: Pick<Config, 'deletion'>;
@@ -42,11 +45,10 @@ export interface DeletionReceipt {
 
 const DAY_MS = 86_400_000;
 const REMINDER_DAYS = 3;
-// Keys of audit data that may hold an address; they go when the user goes.
-const PERSONAL_AUDIT_KEYS = ['email', 'newEmail', 'oldEmail', 'to', 'address', 'name'];
-const PERSONAL_AUDIT_KEYS_SQL = `ARRAY[${PERSONAL_AUDIT_KEYS.map((k) => `'${k}'`).join(', ')}]::text[]`;
+// Keys of audit data that may hold personal data (never part of the chained form); they go when the user goes.
+const PERSONAL_AUDIT_KEYS_SQL = `ARRAY[${PERSONAL_DATA_KEYS.map((k) => `'${k}'`).join(', ')}]::text[]`;
 // Tables whose rows are not the user's own data, or are handled on their own.
-const SWEEP_EXCLUDED = new Set(['users', 'audit_events']);
+const SWEEP_EXCLUDED = new Set(['users', 'audit_events', 'audit_salts']);
 
 export function createDeletionService(deps: DeletionDeps) {
   const { db, mail, events, audit, log } = deps;
@@ -171,6 +173,8 @@ export function createDeletionService(deps: DeletionDeps) {
         [pseudonym, userId],
       );
       const auditRows = (anonymised as { rows: unknown[] }).rows.length;
+      // Without the salt the rows' commitments can no longer be linked to the person.
+      await trx('audit_salts').where({ user_id: userId }).delete();
       count('users', (await trx('users').where({ id: userId }).delete(['id'])).length);
 
       await mail.enqueue(trx, user.email, 'deletion-completed', { email: user.email, deletedAt: dateText(new Date()) });

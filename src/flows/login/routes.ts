@@ -115,6 +115,10 @@ export function registerLoginRoutes(router: Router, deps: FlowDeps) {
       deps.metrics.loginAttempts.inc({ method: 'password', result: 'failure' });
       // Against the account when it exists: its owner sees failed attempts in the login history.
       await deps.audit(ctx, { type: 'login.failure', userId: user?.id, clientId, data: { method: 'password', emailRef: deps.audit.emailRef(email) } });
+      // This failure used the account's last point: sign-in by password is blocked until the window ends.
+      if (user && reservation.spentOut.includes('login_fail_account')) {
+        await deps.audit(ctx, { type: 'account.locked', userId: user.id, clientId, data: { method: 'password', budget: 'login_fail_account' } });
+      }
       return renderLogin(deps, ctx, details, { email, error: INVALID }, 401);
     }
     await reservation.refund();
