@@ -34,13 +34,24 @@ export async function revokeAccountEverywhere(db: Db, provider: Provider, accoun
     return rows as { model: string }[];
   });
 
+  const backchannel = await sendBackchannelLogouts(provider, accountId, targets, log);
+  return { sessions: removed.filter((r) => r.model === 'Session').length, artifacts: removed.length, backchannel };
+}
+
+/** Back-channel logout of `sub` to each client (that registered a URI) of each ended session. */
+export async function sendBackchannelLogouts(
+  provider: Provider,
+  sub: string,
+  targets: { clientId: string; sid: string }[],
+  log: Logger,
+): Promise<{ delivered: number; failed: number }> {
   const backchannel = { delivered: 0, failed: 0 };
   await Promise.all(
     targets.map(async ({ clientId, sid }) => {
       const client = await provider.Client.find(clientId).catch(() => undefined);
       if (!client?.backchannelLogoutUri) return;
       try {
-        await (client as unknown as { backchannelLogout(sub: string, sid: string): Promise<void> }).backchannelLogout(accountId, sid);
+        await (client as unknown as { backchannelLogout(sub: string, sid: string): Promise<void> }).backchannelLogout(sub, sid);
         backchannel.delivered++;
       } catch (err) {
         backchannel.failed++;
@@ -48,6 +59,5 @@ export async function revokeAccountEverywhere(db: Db, provider: Provider, accoun
       }
     }),
   );
-
-  return { sessions: removed.filter((r) => r.model === 'Session').length, artifacts: removed.length, backchannel };
+  return backchannel;
 }

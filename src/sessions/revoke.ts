@@ -6,6 +6,7 @@ import type Provider from 'oidc-provider';
 import type { Db } from '../db/knex.ts';
 import type { Logger } from '../observability/logger.ts';
 import { sha256Hex } from '../security/crypto.ts';
+import { sendBackchannelLogouts } from '../oidc/revoke-account.ts';
 
 export interface SessionRevokeResult {
   sessions: number;
@@ -54,20 +55,7 @@ export async function revokeSessions(db: Db, provider: Provider, userId: string,
     return rows;
   });
 
-  const backchannel = { delivered: 0, failed: 0 };
-  await Promise.all(
-    targets.map(async ({ clientId, sid }) => {
-      const client = await provider.Client.find(clientId).catch(() => undefined);
-      if (!client?.backchannelLogoutUri) return;
-      try {
-        await (client as unknown as { backchannelLogout(sub: string, sid: string): Promise<void> }).backchannelLogout(userId, sid);
-        backchannel.delivered++;
-      } catch (err) {
-        backchannel.failed++;
-        log.warn({ event: 'backchannel.error', clientId, err: (err as Error).message }, 'back-channel logout delivery failed');
-      }
-    }),
-  );
+  const backchannel = await sendBackchannelLogouts(provider, userId, targets, log);
   return { sessions: removed.filter((r) => r.model === 'Session').length, artifacts: removed.length, backchannel };
 }
 

@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import * as jose from 'jose';
 import * as oidc from 'openid-client';
 import { Browser, isPage } from '../helpers/browser.ts';
-import { REDIRECT, insecure, pageKind, startAuthorization, type Credentials } from '../helpers/rp.ts';
+import { REDIRECT, createVerifiedUser, insecure, pageKind, startAuthorization, type Credentials } from '../helpers/rp.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 
 const MAX_AGE = 3; // DELETION_MAX_AGE for this server
@@ -17,14 +17,7 @@ let server: TestServer;
 let api: string;
 let rp: oidc.Configuration;
 let plain: oidc.Configuration;
-let counter = 0;
-
-async function createUser(prefix: string): Promise<Credentials> {
-  const email = `${prefix}${++counter}@example.com`;
-  const password = `password for ${email}`;
-  await server.cli(['users', 'create', '--email', email, '--password', password, '--verified']);
-  return { email, password };
-}
+const createUser = (prefix: string) => createVerifiedUser(server, prefix);
 
 /**
  * Signs in through the hosted pages (password, consent) and exchanges the code, passing

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
 import { Browser, asPage, type Page } from '../helpers/browser.ts';
-import { REDIRECT, authorize, insecure, pageKind, type Credentials } from '../helpers/rp.ts';
+import { REDIRECT, authorize, createVerifiedUser, insecure, pageKind, type Credentials } from '../helpers/rp.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { Authenticator } from '../helpers/totp.ts';
 
@@ -15,14 +15,7 @@ const LOGOUT_URI = 'http://localhost:9/signed-out';
 const SECTIONS = ['/account', '/account/email', '/account/security', '/account/sessions', '/account/history', '/account/apps', '/account/delete'];
 let server: TestServer;
 let rp: oidc.Configuration;
-let counter = 0;
-
-async function createUser(prefix: string): Promise<Credentials> {
-  const email = `${prefix}${++counter}@example.com`;
-  const password = `password for ${email}`;
-  await server.cli(['users', 'create', '--email', email, '--password', password, '--verified']);
-  return { email, password };
-}
+const createUser = (prefix: string) => createVerifiedUser(server, prefix);
 
 async function signIn(user: Credentials, url = `${server.issuer}/account`): Promise<{ browser: Browser; page: Page }> {
   const browser = new Browser();

@@ -16,7 +16,7 @@ import * as jose from 'jose';
 import * as oidc from 'openid-client';
 import { createDb, type Db } from '../../src/db/knex.ts';
 import { Browser, asPage, asRedirect, isPage, type Page } from '../helpers/browser.ts';
-import { REDIRECT, authorize, insecure, startAuthorization, type Credentials } from '../helpers/rp.ts';
+import { REDIRECT, authorize, createVerifiedUser, insecure, startAuthorization, type Credentials } from '../helpers/rp.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { SmtpSink } from '../helpers/smtp-sink.ts';
 import { Authenticator } from '../helpers/totp.ts';
@@ -84,14 +84,7 @@ let sink: SmtpSink;
 let receiver: EventsReceiver;
 let rp: oidc.Configuration;
 let jwks: ReturnType<typeof jose.createRemoteJWKSet>;
-let counter = 0;
-
-async function createUser(prefix: string): Promise<Credentials> {
-  const email = `${prefix}${++counter}@example.com`;
-  const password = `password for ${email}`;
-  await server.cli(['users', 'create', '--email', email, '--password', password, '--verified']);
-  return { email, password };
-}
+const createUser = (prefix: string) => createVerifiedUser(server, prefix);
 
 /** Verifies a SET as a relying party would: signature against /jwks, typ, iss, aud. */
 async function verifySet(jwt: string) {

@@ -9,7 +9,6 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import zlib from 'node:zlib';
 import pg from 'pg';
 import * as oidc from 'openid-client';
 import { Browser, asPage, asRedirect, isPage, type Page } from '../helpers/browser.ts';
@@ -17,12 +16,12 @@ import { REDIRECT, insecure, startAuthorization } from '../helpers/rp.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { generateSigningCredentials, skipWithoutSimpleSamlPhp, startSamlIdp, walkIdpLogin, type SamlIdp, type SigningCredentials } from '../helpers/saml-idp.ts';
 import * as attacks from '../helpers/saml-attacks.ts';
+import * as sp from '../helpers/saml-sp.ts';
+import { MFA_CLASS, idpMetadata, type ResponseSpec, type Started } from '../helpers/saml-sp.ts';
 
 const IDP_ENTITY = 'https://idp.acme.test/saml/metadata';
 const IDP_SSO = 'https://idp.acme.test/saml/sso';
 const OTHER_ENTITY = 'https://idp.other.test/saml/metadata';
-const MFA_CLASS = 'https://refeds.org/profile/mfa';
-const PASSWORD_CLASS = 'urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport';
 
 let server: TestServer;
 let rp: oidc.Configuration;
@@ -30,122 +29,14 @@ let idpKey: SigningCredentials;
 let otherKey: SigningCredentials;
 let tmp: string;
 
-function idpMetadata(entityId: string, sso: string, certificatePem: string): string {
-  const der = certificatePem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
-  return `<?xml version="1.0"?>
-<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="${entityId}">
-  <md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol" WantAuthnRequestsSigned="true">
-    <md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>${der}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>
-    <md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>
-    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="${sso}"/>
-  </md:IDPSSODescriptor>
-</md:EntityDescriptor>`;
-}
-
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-const iso = (offsetSeconds: number) => new Date(Date.now() + offsetSeconds * 1000).toISOString();
-const newId = () => `_${crypto.randomBytes(16).toString('hex')}`;
-
-interface ResponseSpec {
-  inResponseTo?: string | null;
-  nameId: string;
-  attributes?: Record<string, string[]>;
-  connection?: string;
-  issuer?: string;
-  classRef?: string;
-}
-
-/** A Response as an IdP writes it, signed (Response and Assertion) with `key`. */
-function idpResponse(spec: ResponseSpec, key: SigningCredentials = idpKey): string {
-  const name = spec.connection ?? 'acme';
-  const acs = `${server.issuer}/saml/${name}/acs`;
-  const audience = `${server.issuer}/saml/${name}`;
-  const issuer = spec.issuer ?? IDP_ENTITY;
-  const irt = spec.inResponseTo ? ` InResponseTo="${esc(spec.inResponseTo)}"` : '';
-  const attrs = Object.entries(spec.attributes ?? {})
-    .map(([n, vs]) => `<saml:Attribute Name="${esc(n)}" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic">${vs.map((v) => `<saml:AttributeValue xsi:type="xs:string">${esc(v)}</saml:AttributeValue>`).join('')}</saml:Attribute>`)
-    .join('');
-  const xml =
-    `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${newId()}" Version="2.0" IssueInstant="${iso(0)}" Destination="${acs}"${irt}>` +
-    `<saml:Issuer>${issuer}</saml:Issuer><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>` +
-    `<saml:Assertion xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="${newId()}" Version="2.0" IssueInstant="${iso(0)}">` +
-    `<saml:Issuer>${issuer}</saml:Issuer>` +
-    `<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">${esc(spec.nameId)}</saml:NameID>` +
-    `<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="${iso(300)}" Recipient="${acs}"${irt}/></saml:SubjectConfirmation></saml:Subject>` +
-    `<saml:Conditions NotBefore="${iso(-30)}" NotOnOrAfter="${iso(300)}"><saml:AudienceRestriction><saml:Audience>${audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions>` +
-    `<saml:AuthnStatement AuthnInstant="${iso(-5)}" SessionIndex="${newId()}"><saml:AuthnContext><saml:AuthnContextClassRef>${spec.classRef ?? PASSWORD_CLASS}</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>` +
-    (attrs ? `<saml:AttributeStatement>${attrs}</saml:AttributeStatement>` : '') +
-    `</saml:Assertion></samlp:Response>`;
-  return attacks.resign(xml, key, () => {}, { signAssertion: true, signResponse: true });
-}
-
-interface Started {
-  browser: Browser;
-  started: { verifier: string; state: string };
-  uid: string;
-  requestId: string;
-  relayState: string;
-  authnRequest: string;
-  redirect: URL;
-}
-
-/** RP → sign-in page → email at an SSO domain (no password) → the AuthnRequest to the IdP. */
-async function startSso(email: string, params: Record<string, string> = {}, browser = new Browser()): Promise<Started> {
-  const started = await startAuthorization(browser, rp, { scope: 'openid email profile roles', ...params });
-  const login = asPage(started.step);
-  const uid = /\/interaction\/([^/]+)/.exec(login.url)![1]!;
-  const redirect = new URL(asRedirect(await browser.submit(login, 'form[action$="/login"]', { email, password: '' })));
-  const authnRequest = zlib.inflateRawSync(Buffer.from(redirect.searchParams.get('SAMLRequest')!, 'base64')).toString('utf8');
-  const requestId = /ID="([^"]+)"/.exec(authnRequest)![1]!;
-  return { browser, started, uid, requestId, relayState: redirect.searchParams.get('RelayState')!, authnRequest, redirect };
-}
-
-async function postAcs(browser: Browser, xml: string, relayState: string | undefined, connection = 'acme') {
-  const body = new URLSearchParams({ SAMLResponse: attacks.encodeResponse(xml) });
-  if (relayState !== undefined) body.set('RelayState', relayState);
-  // A cross-site POST: the IdP's page posts it, so none of our cookies would be useful here anyway.
-  return browser.follow(`${server.issuer}/saml/${connection}/acs`, { method: 'POST', body }, server.issuer);
-}
-
-interface AuditLine {
-  type: string;
-  user_id: string | null;
-  data: Record<string, unknown>;
-}
-
-function audits(type: string): AuditLine[] {
-  return server.logs
-    .join('')
-    .split('\n')
-    .flatMap((line) => {
-      try {
-        const e = JSON.parse(line) as { event?: string; audit?: AuditLine };
-        return e.event === 'audit' && e.audit?.type === type ? [e.audit] : [];
-      } catch {
-        return [];
-      }
-    });
-}
-
-/** Waits for the n-th `saml.rejected` audit line and returns its reason. */
-async function rejectionReason(before: number): Promise<string> {
-  for (let i = 0; i < 50; i++) {
-    const list = audits('saml.rejected');
-    if (list.length > before) return String(list.at(-1)!.data.reason);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('no saml.rejected audit');
-}
-
-async function expectRejected(step: Page | { redirect: string }, before: number, reason: string | RegExp) {
-  const page = asPage(step);
-  assert.equal(page.status, 400, `a 400 page, got ${page.status}: ${page.doc.querySelector('h1')?.text}`);
-  assert.match(page.doc.querySelector('h1')!.text, /couldn’t sign you in/);
-  assert.doesNotMatch(page.html, /<saml|samlp:|at .*\.ts:\d+/, 'no XML and no stack on the page');
-  const got = await rejectionReason(before);
-  if (typeof reason === 'string') assert.equal(got, reason);
-  else assert.match(got, reason);
-}
+// saml-sp.ts's SP helpers, bound to this file's server, RP and Acme connection.
+const idpResponse = (spec: Omit<ResponseSpec, 'issuer' | 'connection'> & { issuer?: string; connection?: string }, key: SigningCredentials = idpKey) =>
+  sp.idpResponse(server, { ...spec, issuer: spec.issuer ?? IDP_ENTITY, connection: spec.connection ?? 'acme' }, key);
+const startSso = (email: string, params: Record<string, string> = {}, browser = new Browser()) => sp.startSso(browser, rp, email, params);
+const postAcs = (browser: Browser, xml: string, relayState: string | undefined, connection = 'acme') => sp.postAcs(server, browser, xml, relayState, connection);
+const audits = (type: string) => sp.audits(server, type);
+const rejectionReason = (before: number) => sp.rejectionReason(server, before);
+const expectRejected = (step: Page | { redirect: string }, before: number, reason: string | RegExp) => sp.expectRejected(server, step, before, reason);
 
 async function finish(s: Started, step: Page | { redirect: string }) {
   const callback = new URL(asRedirect(step));
@@ -270,8 +161,8 @@ describe('sign-in through the IdP', () => {
     const browser = new Browser();
     const started = await startAuthorization(browser, rp, { scope: 'openid email' });
     const redirect = new URL(asRedirect(await browser.submit(asPage(started.step), 'form[action$="/login"]', { email: 'dave@acme.test', password: '' })));
-    const requestId = /ID="([^"]+)"/.exec(zlib.inflateRawSync(Buffer.from(redirect.searchParams.get('SAMLRequest')!, 'base64')).toString('utf8'))![1]!;
-    const step = await postAcs(browser, idpResponse({ inResponseTo: requestId, nameId: 'dave@acme.test', attributes: { groups: ['Engineering'] } }), redirect.searchParams.get('RelayState')!);
+    const { requestId, relayState } = sp.readAuthnRequest(redirect);
+    const step = await postAcs(browser, idpResponse({ inResponseTo: requestId, nameId: 'dave@acme.test', attributes: { groups: ['Engineering'] } }), relayState);
     const tokens = await oidc.authorizationCodeGrant(rp, new URL(asRedirect(step)), { pkceCodeVerifier: started.verifier, expectedState: started.state });
     assert.equal(tokens.claims()!.roles, undefined);
     assert.equal(tokens.claims()!.groups, undefined);

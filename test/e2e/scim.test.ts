@@ -8,13 +8,12 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import zlib from 'node:zlib';
 import * as oidc from 'openid-client';
 import { Browser, asPage, asRedirect } from '../helpers/browser.ts';
 import { REDIRECT, insecure, startAuthorization } from '../helpers/rp.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { generateSigningCredentials, type SigningCredentials } from '../helpers/saml-idp.ts';
-import * as attacks from '../helpers/saml-attacks.ts';
+import { audits, idpMetadata, idpResponse, postAcs, startSso, type AuditLine } from '../helpers/saml-sp.ts';
 
 const IDP_ENTITY = 'https://idp.acme.test/saml/metadata';
 const OTHER_ENTITY = 'https://idp.other.test/saml/metadata';
@@ -32,55 +31,13 @@ let tmp: string;
 let acmeToken: string;
 let otherToken: string;
 
-function idpMetadata(entityId: string, certificatePem: string): string {
-  const der = certificatePem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
-  return `<?xml version="1.0"?>
-<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="${entityId}">
-  <md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol" WantAuthnRequestsSigned="true">
-    <md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>${der}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>
-    <md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>
-    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="${entityId.replace('/metadata', '/sso')}"/>
-  </md:IDPSSODescriptor>
-</md:EntityDescriptor>`;
-}
-
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-const iso = (offsetSeconds: number) => new Date(Date.now() + offsetSeconds * 1000).toISOString();
-const newId = () => `_${crypto.randomBytes(16).toString('hex')}`;
-
-/** A Response from Acme's IdP for `nameId`, signed (Response and Assertion). */
-function idpResponse(inResponseTo: string, nameId: string, attributes: Record<string, string[]> = {}): string {
-  const acs = `${server.issuer}/saml/acme/acs`;
-  const attrs = Object.entries(attributes)
-    .map(([n, vs]) => `<saml:Attribute Name="${esc(n)}">${vs.map((v) => `<saml:AttributeValue xsi:type="xs:string">${esc(v)}</saml:AttributeValue>`).join('')}</saml:Attribute>`)
-    .join('');
-  const irt = ` InResponseTo="${esc(inResponseTo)}"`;
-  const xml =
-    `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${newId()}" Version="2.0" IssueInstant="${iso(0)}" Destination="${acs}"${irt}>` +
-    `<saml:Issuer>${IDP_ENTITY}</saml:Issuer><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>` +
-    `<saml:Assertion xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="${newId()}" Version="2.0" IssueInstant="${iso(0)}">` +
-    `<saml:Issuer>${IDP_ENTITY}</saml:Issuer>` +
-    `<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">${esc(nameId)}</saml:NameID>` +
-    `<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="${iso(300)}" Recipient="${acs}"${irt}/></saml:SubjectConfirmation></saml:Subject>` +
-    `<saml:Conditions NotBefore="${iso(-30)}" NotOnOrAfter="${iso(300)}"><saml:AudienceRestriction><saml:Audience>${server.issuer}/saml/acme</saml:Audience></saml:AudienceRestriction></saml:Conditions>` +
-    `<saml:AuthnStatement AuthnInstant="${iso(-5)}" SessionIndex="${newId()}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>` +
-    (attrs ? `<saml:AttributeStatement>${attrs}</saml:AttributeStatement>` : '') +
-    `</saml:Assertion></samlp:Response>`;
-  return attacks.resign(xml, idpKey, () => {}, { signAssertion: true, signResponse: true });
-}
-
 /**
  * RP → sign-in page → `email` (no password) → AuthnRequest → the IdP answers for `nameId` → ACS.
  * Returns where the browser ends up and what the code exchange needs.
  */
 async function samlSignIn(email: string, nameId = email, params: Record<string, string> = {}, browser = new Browser()) {
-  const started = await startAuthorization(browser, rp, { scope: 'openid email profile roles', ...params });
-  const login = asPage(started.step);
-  const redirect = new URL(asRedirect(await browser.submit(login, 'form[action$="/login"]', { email, password: '' })));
-  const request = zlib.inflateRawSync(Buffer.from(redirect.searchParams.get('SAMLRequest')!, 'base64')).toString('utf8');
-  const requestId = /ID="([^"]+)"/.exec(request)![1]!;
-  const body = new URLSearchParams({ SAMLResponse: attacks.encodeResponse(idpResponse(requestId, nameId)), RelayState: redirect.searchParams.get('RelayState')! });
-  const step = await browser.follow(`${server.issuer}/saml/acme/acs`, { method: 'POST', body }, server.issuer);
+  const { started, requestId, relayState } = await startSso(browser, rp, email, params);
+  const step = await postAcs(server, browser, idpResponse(server, { issuer: IDP_ENTITY, connection: 'acme', nameId, inResponseTo: requestId }, idpKey), relayState, 'acme');
   return { browser, started, step };
 }
 
@@ -131,29 +88,9 @@ async function createUser(userName: string, extra: Record<string, unknown> = {})
   return res.json;
 }
 
-interface AuditLine {
-  type: string;
-  user_id: string | null;
-  data: Record<string, unknown>;
-}
-
-function audits(type: string): AuditLine[] {
-  return server.logs
-    .join('')
-    .split('\n')
-    .flatMap((line) => {
-      try {
-        const e = JSON.parse(line) as { event?: string; audit?: AuditLine };
-        return e.event === 'audit' && e.audit?.type === type ? [e.audit] : [];
-      } catch {
-        return [];
-      }
-    });
-}
-
 async function waitForAudit(type: string, match: (a: AuditLine) => boolean): Promise<AuditLine> {
   for (let i = 0; i < 50; i++) {
-    const found = audits(type).find(match);
+    const found = audits(server, type).find(match);
     if (found) return found;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -168,8 +105,8 @@ async function addConnections(target: TestServer) {
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'latchkey-scim-test-'));
   [idpKey, otherKey] = await Promise.all([generateSigningCredentials('Acme IdP'), generateSigningCredentials('Other IdP')]);
-  fs.writeFileSync(path.join(tmp, 'acme.xml'), idpMetadata(IDP_ENTITY, idpKey.certificatePem));
-  fs.writeFileSync(path.join(tmp, 'other.xml'), idpMetadata(OTHER_ENTITY, otherKey.certificatePem));
+  fs.writeFileSync(path.join(tmp, 'acme.xml'), idpMetadata(IDP_ENTITY, IDP_ENTITY.replace('/metadata', '/sso'), idpKey.certificatePem));
+  fs.writeFileSync(path.join(tmp, 'other.xml'), idpMetadata(OTHER_ENTITY, OTHER_ENTITY.replace('/metadata', '/sso'), otherKey.certificatePem));
   fs.writeFileSync(path.join(tmp, 'map.json'), JSON.stringify({ groups: { Engineering: ['developer'], Admins: ['admin'] }, default: ['member'], drop_unmapped: true }));
   server = await startServer();
   const created = (await server.cli(['clients', 'create', '--id', 'app', '--first-party', '--redirect-uri', REDIRECT, '--scope', 'openid email profile roles offline_access'])) as { client_secret: string };
@@ -304,7 +241,7 @@ describe('users', () => {
     assert.equal(claims.email_verified, true, 'acme owns the domain');
     assert.deepEqual(claims.roles, ['developer', 'member']);
     assert.deepEqual(claims.groups, ['Engineering']);
-    assert.equal(audits('user.created').filter((a) => a.user_id === alice.id).length, 0, 'JIT created nobody');
+    assert.equal(audits(server, 'user.created').filter((a) => a.user_id === alice.id).length, 0, 'JIT created nobody');
     // And a JIT user is a SCIM resource of its connection: the client finds it before creating.
     const jit = (await tokensFrom(await samlSignIn('jit@acme.test'))).claims()!;
     const found = await scim('GET', `/Users?filter=${encodeURIComponent('userName eq "jit@acme.test"')}`);

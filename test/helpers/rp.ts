@@ -2,6 +2,7 @@
 // page the way a person would, and report which pages appeared and what the tokens say.
 import * as oidc from 'openid-client';
 import { Browser, isPage, type Page } from './browser.ts';
+import type { TestServer } from './server.ts';
 
 export const REDIRECT = 'http://localhost:9/cb';
 export const insecure = { execute: [oidc.allowInsecureRequests] };
@@ -11,6 +12,16 @@ export interface Credentials {
   password: string;
   /** Returns the next TOTP code (see Authenticator). */
   totp?: () => Promise<string>;
+}
+
+let userCounter = 0;
+
+/** A new verified password user made with the CLI: `<prefix><n>@example.com`. */
+export async function createVerifiedUser(server: TestServer, prefix: string): Promise<Credentials> {
+  const email = `${prefix}${++userCounter}@example.com`;
+  const password = `password for ${email}`;
+  await server.cli(['users', 'create', '--email', email, '--password', password, '--verified']);
+  return { email, password };
 }
 
 export type PageKind = 'login' | 'totp' | 'enroll' | 'consent' | 'other';

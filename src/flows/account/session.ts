@@ -65,29 +65,12 @@ export async function currentAccount(deps: FlowDeps, ctx: Context): Promise<Acco
 export async function requireAccount(deps: FlowDeps, ctx: Context, returnTo = ctx.originalUrl): Promise<AccountSession> {
   const account = await currentAccount(deps, ctx);
   if (account) return account;
-  const state = randomToken(16);
-  ctx.cookies.set(STATE_COOKIE, JSON.stringify({ state, returnTo: safeReturnPath(returnTo) }), {
-    signed: true,
-    httpOnly: true,
-    sameSite: 'lax',
-    secure: deps.config.secureCookies,
-    path: '/account',
-    maxAge: deps.config.ttl.interaction * 1000,
-  });
-  const auth = new URL('/auth', deps.config.issuer);
-  auth.search = new URLSearchParams({
-    client_id: ACCOUNT_CLIENT_ID,
-    response_type: 'none',
-    scope: 'openid',
-    redirect_uri: `${deps.config.issuer}/account/callback`,
-    state,
-  }).toString();
-  throw new Redirect(auth.toString());
+  throw new Redirect(accountSignInUrl(deps, ctx, randomToken(16), returnTo));
 }
 
 /**
- * The hosted sign-in for the account pages as requireAccount starts it, for a flow that brings
- * its own proof (an IdP-initiated SAML landing): `state` is the caller's, `extra` adds
+ * The hosted sign-in for the account pages (requireAccount's redirect), also for a flow that
+ * brings its own proof (an IdP-initiated SAML landing): `state` is the caller's, `extra` adds
  * authorization parameters (prompt=login: never the session already in this browser).
  */
 export function accountSignInUrl(deps: FlowDeps, ctx: Context, state: string, returnTo = '/account', extra: Record<string, string> = {}): string {

@@ -11,18 +11,8 @@ import { loadPending } from '../sign-in/pending.ts';
 import { findScheduledDeletion } from '../../identity/deletion.ts';
 import { findUserById } from '../../identity/users.ts';
 import { currentAccount, endAccountSession, handleRedirects, requireAccount, requireStrongRecentAuth } from '../account/session.ts';
-import { navBack, targetQuery } from '../account/nav.ts';
+import { navBack, returnTarget, targetQuery, type ReturnTarget } from '../account/nav.ts';
 import type { DeletionService } from './service.ts';
-
-/** The relying party that sent the user, and where it may be sent back (exact match only). */
-interface ReturnTarget {
-  clientId: string;
-  clientName: string;
-  /** Only when it equals one of the client's registered redirect or post-logout URIs. */
-  returnTo?: string;
-}
-
-const CLIENT_ID_RE = /^[A-Za-z0-9._~-]{1,128}$/;
 
 const deleteForm = z.object({
   client_id: z.string().max(128).optional(),
@@ -30,16 +20,6 @@ const deleteForm = z.object({
   confirm: z.string().max(16).optional(),
   action: z.enum(['delete', 'keep']).optional(),
 });
-
-async function returnTarget(deps: FlowDeps, clientId: unknown, returnTo: unknown): Promise<ReturnTarget | undefined> {
-  if (typeof clientId !== 'string' || !CLIENT_ID_RE.test(clientId)) return undefined;
-  const client = await deps.provider().Client.find(clientId).catch(() => undefined);
-  if (!client) return undefined;
-  const registered = [...(client.redirectUris ?? []), ...(client.postLogoutRedirectUris ?? [])];
-  // No prefix or pattern match: anything but an exact registered URI is ignored, never followed.
-  const honoured = typeof returnTo === 'string' && registered.includes(returnTo) ? returnTo : undefined;
-  return { clientId, clientName: client.clientName ?? clientId, returnTo: honoured };
-}
 
 /** This page's own address with only what was validated (it survives sign-in and re-authentication). */
 function selfPath(target: ReturnTarget | undefined): string {
