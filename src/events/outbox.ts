@@ -15,6 +15,7 @@ import { decrypt, encrypt } from '../security/crypto.ts';
 import type { OutboundRequest } from '../security/outbound.ts';
 import { signWebhook, webhookBody, webhookTarget } from './webhooks.ts';
 import { accountEventClaims, signSet, type AccountEvent, type SetClaims } from './set.ts';
+import { coalescedPass } from '../jobs/coalesced.ts';
 
 const BATCH = 10;
 const MAX_BATCHES_PER_PASS = 50;
@@ -65,8 +66,6 @@ export function subjectFor(_clientId: string, userId: string): string {
 export function createSecurityEvents(deps: { db: Db; config: Pick<Config, 'issuer' | 'events'>; log: Logger; atRestKey: Buffer; outbound: OutboundRequest }): SecurityEvents {
   const { db, config, log, atRestKey, outbound } = deps;
   const aad = (id: string) => `security-event:${id}`;
-  let running: Promise<unknown> | undefined;
-  let again = false;
   let timer: NodeJS.Timeout | undefined;
 
   async function claim(): Promise<Claimed[]> {
@@ -165,22 +164,8 @@ export function createSecurityEvents(deps: { db: Db; config: Pick<Config, 'issue
     return totals;
   }
 
-  function kick(): void {
-    if (running) {
-      again = true;
-      return;
-    }
-    running = (async () => {
-      do {
-        again = false;
-        await deliverDue();
-      } while (again);
-    })()
-      .catch((err) => log.error({ event: 'set.worker_failed', err }, 'security event outbox pass failed'))
-      .finally(() => {
-        running = undefined;
-      });
-  }
+  const worker = coalescedPass(deliverDue, (err) => log.error({ event: 'set.worker_failed', err }, 'security event outbox pass failed'));
+  const kick = worker.kick;
 
   return {
     async clientsKnowing(trx, userId) {
@@ -227,8 +212,7 @@ export function createSecurityEvents(deps: { db: Db; config: Pick<Config, 'issue
     async stop() {
       if (timer) clearInterval(timer);
       timer = undefined;
-      again = false;
-      await running;
+      await worker.settle();
     },
   };
 }

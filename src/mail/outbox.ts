@@ -11,6 +11,7 @@ import type { Logger } from '../observability/logger.ts';
 import { decrypt, encrypt } from '../security/crypto.ts';
 import type { MailTemplate, MailTemplates } from './templates.ts';
 import type { MailTransport, OutgoingMail } from './transport.ts';
+import { coalescedPass } from '../jobs/coalesced.ts';
 
 const BATCH = 10;
 const MAX_BATCHES_PER_PASS = 50;
@@ -54,8 +55,6 @@ export function retryDelaySeconds(attempts: number, retry: Config['mail']['retry
 export function createMailer(deps: { db: Db; config: Pick<Config, 'mail' | 'issuer'>; log: Logger; atRestKey: Buffer; transport: MailTransport; templates: MailTemplates }): Mailer {
   const { db, config, log, atRestKey, transport, templates } = deps;
   const aad = (id: string) => `mail-outbox:${id}`;
-  let running: Promise<unknown> | undefined;
-  let again = false;
   let timer: NodeJS.Timeout | undefined;
 
   async function claim(): Promise<Claimed[]> {
@@ -108,22 +107,8 @@ export function createMailer(deps: { db: Db; config: Pick<Config, 'mail' | 'issu
     return totals;
   }
 
-  function kick(): void {
-    if (running) {
-      again = true;
-      return;
-    }
-    running = (async () => {
-      do {
-        again = false;
-        await deliverDue();
-      } while (again);
-    })()
-      .catch((err) => log.error({ event: 'mail.worker_failed', err }, 'mail outbox pass failed'))
-      .finally(() => {
-        running = undefined;
-      });
-  }
+  const worker = coalescedPass(deliverDue, (err) => log.error({ event: 'mail.worker_failed', err }, 'mail outbox pass failed'));
+  const kick = worker.kick;
 
   return {
     async enqueue(trx, to, template, vars) {
@@ -158,8 +143,7 @@ export function createMailer(deps: { db: Db; config: Pick<Config, 'mail' | 'issu
     async stop() {
       if (timer) clearInterval(timer);
       timer = undefined;
-      again = false;
-      await running;
+      await worker.settle();
       transport.close();
     },
   };
