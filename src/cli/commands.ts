@@ -1,7 +1,7 @@
 // CLI commands, independent of where they run: standalone against the database, or inside a
 // running embedded-database server (PGlite allows one process per data directory).
 import { parseArgs } from 'node:util';
-import { ZodError } from 'zod';
+import { z, ZodError } from 'zod';
 import type { Latchkey } from '../app.ts';
 import type { Config } from '../config.ts';
 import { migrateLatest } from '../db/migrate.ts';
@@ -209,9 +209,9 @@ export async function runCommand(argv: string[], latchkey: Latchkey, config: Con
     });
     if (action === 'create') {
       if (!values.email || !values.password) throw new UsageError('users create needs --email and --password');
-      // Operators choose these: the common-password list applies; the account's own words are
-      // checked where people choose their passwords (sign-up, reset).
-      const password = passwordSchema(config).parse(values.password);
+      // The same policy as sign-up, reset and change (NIST SP 800-63B 5.1.1.2): not common, and not
+      // built from this account's email or name or the product's name. Refused before anything is written.
+      const { password } = z.object({ password: passwordSchema(config, { email: values.email, name: values.name }) }).parse({ password: values.password });
       const user = await createUser(db, {
         email: values.email,
         name: values.name,

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { Browser, asPage } from '../helpers/browser.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 
-const USER = { email: 'dana@example.com', password: 'dana password 123', name: 'Dana' };
+const USER = { email: 'dana@example.com', password: 'harbor lantern 123', name: 'Dana' };
 let server: TestServer;
 
 before(async () => {

@@ -33,7 +33,10 @@ async function createRp(srv: TestServer): Promise<oidc.Configuration> {
   return oidc.discovery(new URL(srv.issuer), 'rp', created.client_secret, undefined, insecure);
 }
 
-async function createUser(srv: TestServer, email: string, password = `password for ${email}`) {
+let passwordCounter = 0;
+
+/** Each password unique, and built from nothing the password policy refuses (the address, the name, the product). */
+async function createUser(srv: TestServer, email: string, password = `violet teapot orbit ${++passwordCounter}`) {
   const { id } = (await srv.cli(['users', 'create', '--email', email, '--password', password, '--name', email.split('@')[0]!, '--verified'])) as { id: string };
   return { id, email, password };
 }

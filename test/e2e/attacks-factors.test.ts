@@ -61,7 +61,8 @@ async function startEnv(env: Record<string, string>): Promise<Env> {
 
 async function createUser(env: Env, prefix: string): Promise<User> {
   const email = `${prefix}${++userCounter}@example.com`;
-  const password = `password for ${email}`;
+  // Unique, and built from nothing the password policy refuses (the address, the name, the product).
+  const password = `violet teapot orbit ${userCounter}`;
   const { id } = (await env.server.cli(['users', 'create', '--email', email, '--password', password, '--verified'])) as { id: string };
   return { id, email, password };
 }

@@ -14,7 +14,7 @@ import { startServer, type TestServer } from '../helpers/server.ts';
 const POSTGRES = Boolean(process.env.DATABASE_URL);
 let server: TestServer;
 let rp: oidc.Configuration;
-const alice: Credentials = { email: 'alice@example.com', password: 'alice correct password' };
+const alice: Credentials = { email: 'alice@example.com', password: 'correct amber password' };
 const bob: Credentials = { email: 'bob@example.com', password: 'bob correct password' };
 let aliceId: string;
 let bobId: string;

@@ -8,7 +8,7 @@ import { startServer, type TestServer } from '../helpers/server.ts';
 import { REDIRECT, authorize, insecure } from '../helpers/rp.ts';
 import { Authenticator } from '../helpers/totp.ts';
 
-const ALICE = { email: 'alice@example.com', password: 'alice correct password' };
+const ALICE = { email: 'alice@example.com', password: 'correct amber password' };
 let server: TestServer;
 let rp: oidc.Configuration;
 /** Alice's own browser: she signed in with it before the attacks. */

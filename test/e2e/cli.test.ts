@@ -21,12 +21,35 @@ function latchkey(args: string[], input?: string) {
 }
 
 test('users create --password-stdin keeps the password off the command line', async () => {
-  const created = latchkey(['users', 'create', '--email', 'stdin@example.com', '--password-stdin', '--json'], 'from stdin 12345\n');
+  const created = latchkey(['users', 'create', '--email', 'stdin@example.com', '--password-stdin', '--json'], 'piped in 12345\n');
   assert.equal(created.code, 0, created.stderr);
   assert.equal(JSON.parse(created.stdout).email, 'stdin@example.com');
   const tooShort = latchkey(['users', 'create', '--email', 'short@example.com', '--password-stdin'], 'short\n');
   assert.equal(tooShort.code, 2);
   assert.match(tooShort.stderr, /at least 8 characters/);
+});
+
+test('users create refuses a password built from the address, the name or the product, and creates no one', async () => {
+  const refused = [
+    { email: 'marguerite@example.com', name: [], password: 'Marguerite-2024!', reason: /password: This password contains your email address/ },
+    { email: 'op-1@example.com', name: ['--name', 'Theodora Quill'], password: 'theodora rules 99', reason: /password: This password contains your name/ },
+    { email: 'op-2@example.com', name: [], password: 'my latchkey pass 7', reason: /password: This password contains the name of this service/ },
+  ];
+  for (const { email, name, password, reason } of refused) {
+    const r = latchkey(['users', 'create', '--email', email, ...name, '--password', password, '--verified']);
+    assert.equal(r.code, 2, `exit code 2 for ${email} (stderr: ${r.stderr})`);
+    assert.match(r.stderr, reason);
+    assert.equal(r.stdout, '', 'nothing on stdout');
+    // --password-stdin goes through the same check.
+    const piped = latchkey(['users', 'create', '--email', email, ...name, '--password-stdin', '--json'], `${password}\n`);
+    assert.equal(piped.code, 2, piped.stderr);
+    assert.match(piped.stderr, reason);
+  }
+  const emails = (JSON.parse(latchkey(['users', 'list', '--json']).stdout) as { email: string }[]).map((u) => u.email);
+  for (const { email } of refused) assert.ok(!emails.includes(email), `${email} was not created`);
+  // The same address and name with an unrelated password is fine.
+  const ok = latchkey(['users', 'create', '--email', 'op-1@example.com', '--name', 'Theodora Quill', '--password', 'ginger comet 99', '--json']);
+  assert.equal(ok.code, 0, ok.stderr);
 });
 
 test('exit codes and JSON output', async () => {

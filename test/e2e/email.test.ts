@@ -128,10 +128,10 @@ describe('email verification', () => {
 
   test('an unverified account verifies by the mailed link; the link works once', async () => {
     const email = 'later@example.com';
-    await createUser(server, email, 'later password 12', false);
+    await createUser(server, email, 'eventual secret 12', false);
     const browser = new Browser();
     const login = asPage(await browser.get(`${server.issuer}/account`));
-    const account = asPage(await browser.submit(login, 'form[action$="/login"]', { email, password: 'later password 12' }));
+    const account = asPage(await browser.submit(login, 'form[action$="/login"]', { email, password: 'eventual secret 12' }));
     asPage(await browser.submit(account, 'form[action="/verify-email/resend"]'));
     const mail = await sink.next(email, /Confirm your email address/);
     const link = linkIn(mail, `${server.issuer}/verify-email?token=`);
@@ -154,7 +154,7 @@ describe('email verification', () => {
 
   test('a client requiring a verified email gets no code until the user verifies', async () => {
     const email = 'unverified@example.com';
-    const password = 'unverified password 1';
+    const password = 'unconfirmed secret 1';
     await createUser(server, email, password, false);
     const browser = new Browser();
     const started = await passwordSignIn(browser, strict, email, password);
@@ -244,9 +244,9 @@ describe('password reset', () => {
 
   test('after a reset, every session and refresh token of the user is dead, and back-channel RPs are told', async () => {
     const victim = 'session-holder@example.com';
-    await createUser(server, victim, 'session password 1');
+    await createUser(server, victim, 'keeping secret 1');
     const browser = new Browser();
-    const signedIn = await passwordSignIn(browser, app, victim, 'session password 1', { scope: 'openid email offline_access', prompt: 'consent' });
+    const signedIn = await passwordSignIn(browser, app, victim, 'keeping secret 1', { scope: 'openid email offline_access', prompt: 'consent' });
     const tokens = await exchange(app, signedIn.step, signedIn);
     assert.ok(tokens.refresh_token, 'a refresh token to kill');
     const rotated = await oidc.refreshTokenGrant(app, tokens.refresh_token!);
@@ -286,7 +286,7 @@ describe('magic-link sign-in', () => {
   const email = 'linky@example.com';
 
   test('completes the sign-in only in the browser that asked for it', async () => {
-    await createUser(server, email, 'linky password 1', false);
+    await createUser(server, email, 'chain secret 1', false);
     const browser = new Browser();
     const started = await startAuthorization(browser, app);
     const login = asPage(started.step);
@@ -330,9 +330,9 @@ describe('email change', () => {
   test('changes the address only when the link sent to the new address is used', async () => {
     const oldEmail = 'mover@example.com';
     const newEmail = 'moved@example.com';
-    const password = 'mover password 1';
+    const password = 'relocating secret 1';
     await createUser(server, oldEmail, password);
-    await createUser(server, 'taken@example.com', 'taken password 1');
+    await createUser(server, 'taken@example.com', 'occupied secret 1');
     const browser = new Browser();
     const login = asPage(await browser.get(`${server.issuer}/account`));
     const account = asPage(await browser.submit(login, 'form[action$="/login"]', { email: oldEmail, password }));
@@ -388,7 +388,7 @@ describe('mail delivery', () => {
   });
 
   test('with SMTP down the request still succeeds, and the mail is delivered once it is back', async () => {
-    await createUser(downServer, 'patient@example.com', 'patient password 1');
+    await createUser(downServer, 'patient@example.com', 'waiting secret 1');
     const browser = new Browser();
     const form = asPage(await browser.get(`${downServer.issuer}/forgot-password`));
     const answered = asPage(await browser.submit(form, 'form[action="/forgot-password"]', { email: 'patient@example.com' }));
@@ -415,8 +415,8 @@ describe('mail delivery', () => {
   });
 
   test('cleanup-unverified removes accounts left unverified past UNVERIFIED_TTL', async () => {
-    await createUser(downServer, 'stale@example.com', 'stale password 1', false);
-    await createUser(downServer, 'fresh@example.com', 'fresh password 1', true);
+    await createUser(downServer, 'stale@example.com', 'dusty secret 1', false);
+    await createUser(downServer, 'fresh@example.com', 'brand-new secret 1', true);
     await new Promise((r) => setTimeout(r, 1500));
     const result = (await downServer.cli(['jobs', 'run', 'cleanup-unverified'])) as { ran: boolean; result: { removedUsers: number } };
     assert.equal(result.ran, true);

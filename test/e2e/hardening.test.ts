@@ -107,9 +107,9 @@ describe('client IP behind a proxy (TRUST_PROXY_HOPS)', () => {
 
 let server: TestServer;
 let rp: oidc.Configuration;
-const ALICE = { email: 'alice@example.com', password: 'alice password 123' }; // password only
+const ALICE = { email: 'alice@example.com', password: 'amber falcon 123' }; // password only
 const BOB = { email: 'bob@example.com', password: 'bob password 12345' }; // password + TOTP
-const CAROL = { email: 'carol@example.com', password: 'carol password 123' }; // signed in to /account
+const CAROL = { email: 'carol@example.com', password: 'tulip meadow 123' }; // signed in to /account
 let carol: Browser;
 let carolCsrf = '';
 

@@ -265,7 +265,7 @@ describe('third-party consent', () => {
 
   test('Deny returns access_denied to the client', async () => {
     const browser = new Browser();
-    await server.cli(['users', 'create', '--email', 'carol@example.com', '--password', 'carol password 123']);
+    await server.cli(['users', 'create', '--email', 'carol@example.com', '--password', 'tulip meadow 123']);
     const url = oidc.buildAuthorizationUrl(third, {
       redirect_uri: REDIRECT,
       scope: 'openid',
@@ -274,7 +274,7 @@ describe('third-party consent', () => {
       code_challenge_method: 'S256',
     });
     const login = asPage(await browser.get(url.href));
-    const consent = asPage(await browser.submit(login, 'form[action$="/login"]', { email: 'carol@example.com', password: 'carol password 123' }));
+    const consent = asPage(await browser.submit(login, 'form[action$="/login"]', { email: 'carol@example.com', password: 'tulip meadow 123' }));
     const denied = new URL(asRedirect(await browser.submit(consent, 'form[action$="/abort"]')));
     assert.equal(denied.searchParams.get('error'), 'access_denied');
   });

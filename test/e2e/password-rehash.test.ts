@@ -8,7 +8,7 @@ import { Browser } from '../helpers/browser.ts';
 import { REDIRECT, authorize, insecure } from '../helpers/rp.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 
-const USER = { email: 'rehash@example.com', password: 'rehash password 1' };
+const USER = { email: 'rehash@example.com', password: 'granite kettle 1' };
 let server: TestServer;
 
 before(async () => {

@@ -72,7 +72,7 @@ describe('cached clients follow changes', () => {
 describe('a flood of password sign-ins', { skip: pg ? false : 'PostgreSQL only: needs requests truly in flight at once' }, () => {
   let server: TestServer;
   let rp: oidc.Configuration;
-  const USER = { email: 'flood@example.com', password: 'flood correct password' };
+  const USER = { email: 'flood@example.com', password: 'correct pebble password' };
 
   before(async () => {
     // One hash at a time, one waiting, and slow hashes: a burst of 12 must overflow.

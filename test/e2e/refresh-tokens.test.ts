@@ -34,7 +34,8 @@ let userCounter = 0;
 
 async function createUser(prefix: string): Promise<Credentials & { id: string }> {
   const email = `${prefix}${++userCounter}@example.com`;
-  const password = `password for ${email}`;
+  // Unique, and built from nothing the password policy refuses (the address, the name, the product).
+  const password = `violet teapot orbit ${userCounter}`;
   const { id } = (await server.cli(['users', 'create', '--email', email, '--password', password, '--verified'])) as { id: string };
   return { id, email, password };
 }

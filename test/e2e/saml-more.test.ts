@@ -233,18 +233,18 @@ describe('linking an existing local account', () => {
   });
 
   test('on an --sso-only domain the password serves only the link; "Don’t link" links nothing', async () => {
-    await server.cli(['users', 'create', '--email', 'carl@sso.test', '--password', 'carl local password', '--verified']);
+    await server.cli(['users', 'create', '--email', 'carl@sso.test', '--password', 'cedar local password', '--verified']);
     const { s, page } = await offer('carl@sso.test', 'carl-at-idp');
     assert.equal(page.status, 409);
     const login = asPage(await s.browser.get(`${server.issuer}/interaction/${s.uid}/saml/link/sign-in`));
-    const confirm = asPage(await s.browser.submit(login, 'form[action$="/login"]', { password: 'carl local password' }));
+    const confirm = asPage(await s.browser.submit(login, 'form[action$="/login"]', { password: 'cedar local password' }));
     assert.equal(new URL(confirm.url).pathname, `/interaction/${s.uid}/saml/link`);
     const back = asPage(await s.browser.submit(confirm, 'form[action$="/saml/link"]', {}, { name: 'action', value: 'cancel' }));
     assert.ok(back.doc.querySelector('form[action$="/login"]'), 'back on the sign-in page');
     assert.equal(audits(server, 'saml.link_declined').at(-1)!.data.connection, 'sso');
     // Without an offer, the same password is refused for the domain.
     const plain = await startAuthorization(new Browser(), rp);
-    assert.equal(asPage(await new Browser().submit(asPage(plain.step), 'form[action$="/login"]', { email: 'carl@sso.test', password: 'carl local password' })).status, 403);
+    assert.equal(asPage(await new Browser().submit(asPage(plain.step), 'form[action$="/login"]', { email: 'carl@sso.test', password: 'cedar local password' })).status, 403);
     const again = await offer('carl@sso.test', 'carl-at-idp');
     assert.equal(again.page.status, 409, 'offered again: nothing was linked');
   });

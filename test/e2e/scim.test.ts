@@ -433,7 +433,7 @@ describe('errors', () => {
     await createUser('gina@acme.test');
     assertScimError(await scim('POST', '/Users', newUser('GINA@acme.test', { emails: [{ value: 'gina2@acme.test' }] })), 409, 'uniqueness');
     // A local account is never taken over by email.
-    await server.cli(['users', 'create', '--email', 'local@acme.test', '--password', 'a local password here', '--verified']);
+    await server.cli(['users', 'create', '--email', 'local@acme.test', '--password', 'a home-grown secret here', '--verified']);
     const taken = await scim('POST', '/Users', newUser('local@acme.test'));
     assertScimError(taken, 409, 'uniqueness');
     assert.match(taken.json.detail, /not linked/);

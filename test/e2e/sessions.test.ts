@@ -52,7 +52,8 @@ interface User extends Credentials {
 
 async function createUser(srv: TestServer, prefix: string): Promise<User> {
   const email = `${prefix}${++userCounter}@example.com`;
-  const password = `password for ${email}`;
+  // Unique, and built from nothing the password policy refuses (the address, the name, the product).
+  const password = `violet teapot orbit ${userCounter}`;
   const name = `Person ${userCounter}`;
   const { id } = (await srv.cli(['users', 'create', '--email', email, '--password', password, '--name', name, '--verified'])) as { id: string };
   return { id, email, password, name };

@@ -26,7 +26,8 @@ interface TotpUser extends Credentials {
 
 async function createUser(prefix: string): Promise<Credentials> {
   const email = `${prefix}${++userCounter}@example.com`;
-  const password = `password for ${email}`;
+  // Unique, and built from nothing the password policy refuses (the address, the name, the product).
+  const password = `violet teapot orbit ${userCounter}`;
   await server.cli(['users', 'create', '--email', email, '--password', password, '--verified']);
   return { email, password };
 }
@@ -204,8 +205,8 @@ describe('inline enrolment', () => {
     try {
       const created = (await denyServer.cli(['clients', 'create', '--id', 'rp', '--first-party', '--redirect-uri', REDIRECT])) as { client_secret: string };
       const denyRp = await oidc.discovery(new URL(denyServer.issuer), 'rp', created.client_secret, undefined, insecure);
-      await denyServer.cli(['users', 'create', '--email', 'deny@example.com', '--password', 'deny password 1']);
-      const outcome = await authorize(denyRp, new Browser(), { email: 'deny@example.com', password: 'deny password 1' }, { acr_values: MFA, state: 'st' });
+      await denyServer.cli(['users', 'create', '--email', 'deny@example.com', '--password', 'refused secret 1']);
+      const outcome = await authorize(denyRp, new Browser(), { email: 'deny@example.com', password: 'refused secret 1' }, { acr_values: MFA, state: 'st' });
       assert.equal(outcome.callback?.searchParams.get('error'), 'unmet_authentication_requirements');
       assert.equal(outcome.tokens, undefined);
     } finally {

@@ -78,7 +78,7 @@ function verifyStandardSignature(d: Delivery, secret: string): boolean {
 let server: TestServer;
 let receiver: Receiver;
 let rp: oidc.Configuration;
-const alice: Credentials = { email: 'alice@example.com', password: 'alice correct password' };
+const alice: Credentials = { email: 'alice@example.com', password: 'correct amber password' };
 let aliceId: string;
 let secret: string;
 let hookId: string;

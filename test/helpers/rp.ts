@@ -19,7 +19,8 @@ let userCounter = 0;
 /** A new verified password user made with the CLI: `<prefix><n>@example.com`. */
 export async function createVerifiedUser(server: TestServer, prefix: string): Promise<Credentials> {
   const email = `${prefix}${++userCounter}@example.com`;
-  const password = `password for ${email}`;
+  // Unique, and built from nothing the password policy refuses (the address, the name, the product).
+  const password = `violet teapot orbit ${userCounter}`;
   await server.cli(['users', 'create', '--email', email, '--password', password, '--verified']);
   return { email, password };
 }
