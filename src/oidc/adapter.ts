@@ -89,6 +89,11 @@ export function createAdapterClass(
     const jti = id ?? (row.id_sealed ? decrypt(atRestKey, row.id_sealed, aad(model)) : undefined);
     if (jti !== undefined) payload.jti = jti;
     if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
+    // A session nobody is signed in to (the library keeps one for a cookie whose session ended) has
+    // no age: without its iat, the save that signs someone in dates it then. Otherwise the absolute
+    // timeout (sessions/timeouts.ts) would count from the browser's first signed-out visit, and a
+    // sign-in could get minutes instead of SESSION_MAX_TTL.
+    if (model === 'Session' && !payload.accountId) delete payload.iat;
     return payload;
   }
 

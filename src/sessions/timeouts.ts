@@ -1,8 +1,10 @@
 // Browser session timeouts, whichever comes first: idle (SESSION_IDLE_TTL, or SESSION_REMEMBER_TTL
 // when "Keep me signed in" was ticked) and absolute (SESSION_MAX_TTL from the session's first
-// sign-in). oidc-provider saves the session with this TTL on every use, and the adapter refuses a
-// session past its expiry (on the database's clock), so each use slides the idle window but never
-// past the absolute end.
+// sign-in: its iat, which the adapter drops while nobody is signed in, so a signed-out session the
+// browser kept does not age the sign-in). oidc-provider saves the session with this TTL on every
+// use, and the adapter refuses a session past its expiry (on the database's clock), so each use
+// slides the idle window but never past the absolute end. test/e2e/session-timeouts.test.ts
+// checks this with the default TTLs under a moved clock.
 export interface SessionTimeouts {
   idle: number;
   rememberIdle: number;
