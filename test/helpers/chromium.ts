@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { after } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as oidc from 'openid-client';
 import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core';
 
@@ -12,12 +14,27 @@ export const CHROMIUM = '/usr/bin/chromium';
 /** Without Chromium a suite is skipped on a developer machine; in CI it must run (and fail). */
 export const skipWithoutChromium = !fs.existsSync(CHROMIUM) && !process.env.CI ? `${CHROMIUM} is not installed` : false;
 
-export function launchChromium(): Promise<Browser> {
-  return chromium.launch({
+/** Browsers launched and not closed yet. */
+const openBrowsers = new Set<Browser>();
+
+export async function launchChromium(): Promise<Browser> {
+  const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    // A launch that hangs fails well before the test's own timeout (playwright's default is 3 min).
+    timeout: 60_000,
   });
+  openBrowsers.add(browser);
+  browser.on('disconnected', () => openBrowsers.delete(browser));
+  return browser;
 }
+
+// After every test and hook of the file: a browser the file did not close (e.g. launched in the
+// same Promise.all as a server that failed to start, so never assigned) would keep the process,
+// and `npm test`, from exiting. Playwright kills what is left when the process exits.
+after(async () => {
+  await Promise.all([...openBrowsers].map((browser) => Promise.race([browser.close().catch(() => {}), sleep(10_000)])));
+});
 
 /** A passkey as the virtual authenticator exports it (private key included), to carry to another device. */
 export type Credential = Awaited<ReturnType<Device['credentials']>>[number];

@@ -13,7 +13,7 @@ import path from 'node:path';
 import 'reflect-metadata'; // @peculiar/x509's dependency injection needs it loaded first
 import * as x509 from '@peculiar/x509';
 import { asPage, isPage, type Browser, type Page } from './browser.ts';
-import { freePort } from './server.ts';
+import { freePort, stopChild, track } from './server.ts';
 
 export const SIMPLESAMLPHP_DIR = '/usr/share/simplesamlphp';
 export const PHP = '/usr/bin/php';
@@ -283,20 +283,18 @@ foreach (glob(${phpString(spDir)} . '/*.xml') as $file) {
   );
 
   const logs: string[] = [];
-  const child = spawn(PHP, ['-d', 'opcache.enable_cli=0', '-d', 'display_errors=stderr', '-S', `127.0.0.1:${port}`, '-t', path.join(SIMPLESAMLPHP_DIR, 'www')], {
+  // Tracked (server.ts): stopped when the test process exits or is interrupted, whatever happened.
+  const child = track(spawn(PHP, ['-d', 'opcache.enable_cli=0', '-d', 'display_errors=stderr', '-S', `127.0.0.1:${port}`, '-t', path.join(SIMPLESAMLPHP_DIR, 'www')], {
     env: { ...process.env, SIMPLESAMLPHP_CONFIG_DIR: configDir },
     stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  }));
   child.stdout!.on('data', (d) => logs.push(String(d)));
   child.stderr!.on('data', (d) => logs.push(String(d)));
   let spawnError: Error | undefined;
   child.on('error', (err) => (spawnError = err));
   const stop = async () => {
-    if (!spawnError && child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    }
+    // SIGTERM, then SIGKILL if php does not exit: never waits forever.
+    if (!spawnError) await stopChild(child);
     fs.rmSync(dir, { recursive: true, force: true });
   };
 
