@@ -14,8 +14,12 @@ const envSchema = z.object({
   HOST: z.string().default('0.0.0.0'),
   ISSUER: z.url().optional(),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
-  // Default: 2 × CPU cores + 1 (each query holds a connection only while it runs).
+  // Default: 2 × CPU cores + 1 (each query holds a connection only while it runs), shared out among
+  // the worker processes of `serve --workers N` (see poolMax).
   DATABASE_POOL_MAX: z.coerce.number().int().min(1).optional(),
+  // Server processes of `serve` (node:cluster workers on one port). Default: one per CPU core on
+  // PostgreSQL; the embedded database can be opened by one process only, so 1 there.
+  WORKERS: z.coerce.number().int().min(1).max(256).optional(),
   DATA_DIR: z.string().default('./data'),
   LATCHKEY_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   COOKIE_SECRETS: z.string().optional(),
@@ -102,13 +106,27 @@ export type Config = ReturnType<typeof buildConfig>;
 
 export class ConfigError extends Error {}
 
-/** argon2 work in flight at once and allowed to wait (methods/password): sized to the CPU cores. */
-function argon2Pool(maxConcurrency: number | undefined, maxQueue: number | undefined) {
-  const concurrency = maxConcurrency ?? os.availableParallelism();
+/**
+ * argon2 work in flight at once and allowed to wait (methods/password): sized to the CPU cores,
+ * which the worker processes of one server share.
+ */
+function argon2Pool(maxConcurrency: number | undefined, maxQueue: number | undefined, workers: number) {
+  const concurrency = maxConcurrency ?? Math.max(1, Math.ceil(os.availableParallelism() / workers));
   return { maxConcurrency: concurrency, maxQueue: maxQueue ?? 4 * concurrency };
 }
 
-function buildConfig(env: z.infer<typeof envSchema>) {
+/**
+ * Connections per process: 2 × CPU cores + 1 for one process; N workers share that budget (at
+ * least 4 each: a request, a job tick and the audit sealer may each hold one), so N copies do
+ * not multiply the load on PostgreSQL's max_connections.
+ */
+function poolMax(explicit: number | undefined, workers: number): number {
+  const total = 2 * os.availableParallelism() + 1;
+  return explicit ?? (workers === 1 ? total : Math.max(4, Math.ceil(total / workers)));
+}
+
+function buildConfig(env: z.infer<typeof envSchema>, overrides: ConfigOverrides) {
+  const workers = overrides.workers ?? env.WORKERS ?? (env.DATABASE_URL ? os.availableParallelism() : 1);
   const issuer = (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/+$/, '');
   const production = env.NODE_ENV === 'production';
   if (production && !env.LATCHKEY_SECRET) {
@@ -128,7 +146,9 @@ function buildConfig(env: z.infer<typeof envSchema>) {
     issuer,
     secureCookies: issuer.startsWith('https://'),
     databaseUrl: env.DATABASE_URL,
-    databasePoolMax: env.DATABASE_POOL_MAX ?? 2 * os.availableParallelism() + 1,
+    databasePoolMax: poolMax(env.DATABASE_POOL_MAX, workers),
+    /** Server processes `serve` runs (WORKERS, or `serve --workers N`); checked against the embedded database by `serve`. */
+    workers,
     dataDir: path.resolve(env.DATA_DIR),
     rootSecret: env.LATCHKEY_SECRET,
     cookieSecrets: env.COOKIE_SECRETS?.split(',').map((s) => s.trim()).filter(Boolean),
@@ -140,7 +160,7 @@ function buildConfig(env: z.infer<typeof envSchema>) {
     themeDir: env.THEME_DIR ? path.resolve(env.THEME_DIR) : undefined,
     bodyLimit: env.BODY_LIMIT,
     argon2: { memoryCost: env.ARGON2_MEMORY_KIB, timeCost: env.ARGON2_TIME_COST, parallelism: env.ARGON2_PARALLELISM },
-    argon2Pool: argon2Pool(env.ARGON2_MAX_CONCURRENCY, env.ARGON2_MAX_QUEUE),
+    argon2Pool: argon2Pool(env.ARGON2_MAX_CONCURRENCY, env.ARGON2_MAX_QUEUE, workers),
     password: { minLength: env.PASSWORD_MIN_LENGTH, maxLength: 128 },
     ttl: {
       accessToken: env.ACCESS_TOKEN_TTL,
@@ -206,7 +226,12 @@ function buildConfig(env: z.infer<typeof envSchema>) {
   };
 }
 
-export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+/** Settings given on the command line, which win over the environment (`serve --workers N`). */
+export interface ConfigOverrides {
+  workers?: number;
+}
+
+export function loadConfig(source: NodeJS.ProcessEnv = process.env, overrides: ConfigOverrides = {}): Config {
   // Empty strings mean "unset" (docker-compose often passes VAR= for optional values).
   const cleaned = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = envSchema.safeParse(cleaned);
@@ -214,5 +239,5 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
-  return buildConfig(parsed.data);
+  return buildConfig(parsed.data, overrides);
 }

@@ -1,6 +1,7 @@
-// CLI entry: `latchkey serve | migrate | clients … | users … | keys … | jobs run NAME`.
+// CLI entry: `latchkey serve [--workers N] | migrate | clients … | users … | keys … | jobs run NAME`.
 // The app and the commands are imported dynamically: a server opens its database first, so the
 // embedded database starts up while the rest of the code loads.
+import cluster from 'node:cluster';
 import { forwardToServer, findRunningServer, createBridge } from './cli/embedded-bridge.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { createDb, isEmbedded } from './db/knex.ts';
@@ -12,7 +13,7 @@ type Output = { out(s: string): void; err(s: string): void };
 async function serve(config: Config, log: Logger) {
   const started = performance.now();
   log.info(
-    { event: 'server.starting', node: process.version, database: isEmbedded(config) ? 'embedded-pglite' : 'postgresql' },
+    { event: 'server.starting', node: process.version, database: isEmbedded(config) ? 'embedded-pglite' : 'postgresql', pid: process.pid },
     `Latchkey starting on Node ${process.version}`,
   );
   const embedded = isEmbedded(config);
@@ -32,7 +33,7 @@ async function serve(config: Config, log: Logger) {
   const server = latchkey.app.listen(config.port, config.host, () => {
     bridge?.publish(config.port);
     log.info(
-      { event: 'server.listening', port: config.port, issuer: config.issuer, startupMs: Math.round(performance.now() - started) },
+      { event: 'server.listening', port: config.port, issuer: config.issuer, pid: process.pid, startupMs: Math.round(performance.now() - started) },
       `Latchkey listening on ${config.issuer} (port ${config.port})`,
     );
   });
@@ -42,7 +43,7 @@ async function serve(config: Config, log: Logger) {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ event: 'server.stopping', signal }, 'shutting down');
+    log.info({ event: 'server.stopping', signal, pid: process.pid }, 'shutting down');
     bridge?.unpublish();
     server.close();
     server.closeIdleConnections();
@@ -51,6 +52,49 @@ async function serve(config: Config, log: Logger) {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+/** `serve [--workers N]`: the worker count asked for on the command line, if any. */
+function serveOptions(args: string[]): { workers?: number } {
+  let workers: number | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const value = arg === '--workers' ? args[++i] : arg.startsWith('--workers=') ? arg.slice('--workers='.length) : undefined;
+    if (value === undefined) throw new ConfigError(arg === '--workers' ? '--workers needs a number' : `serve: unknown option ${arg} (usage: latchkey serve [--workers N])`);
+    if (!/^[1-9][0-9]{0,2}$/.test(value) || Number(value) > 256) throw new ConfigError(`--workers must be a whole number from 1 to 256, not ${JSON.stringify(value)}`);
+    workers = Number(value);
+  }
+  return { workers };
+}
+
+/**
+ * `serve`: one server in this process, or with more than one worker (PostgreSQL only) a primary
+ * that forks them (cluster.ts); a forked worker runs the one-process server.
+ */
+async function serveCommand(args: string[]): Promise<number | undefined> {
+  const config = loadConfig(undefined, serveOptions(args));
+  const log = createLogger(config.logLevel);
+  if (cluster.isWorker) {
+    await serve(config, log.child({ worker: cluster.worker!.id }));
+    return undefined;
+  }
+  if (config.workers === 1) {
+    await serve(config, log);
+    return undefined;
+  }
+  if (isEmbedded(config)) {
+    throw new ConfigError(
+      `cannot run ${config.workers} workers on the embedded database: PGlite can be opened by one process only. ` +
+        'Use --workers 1 (WORKERS=1), or set DATABASE_URL to a PostgreSQL database.',
+    );
+  }
+  log.info(
+    { event: 'server.starting', node: process.version, database: 'postgresql', pid: process.pid, workers: config.workers },
+    `Latchkey starting ${config.workers} workers on Node ${process.version}`,
+  );
+  const { prepareDatabase, runPrimary } = await import('./cluster.ts');
+  await prepareDatabase(config, log);
+  return runPrimary(config, log);
 }
 
 /**
@@ -75,11 +119,13 @@ async function main(rawArgv: string[]): Promise<number | undefined> {
     process.stdout.write((await import('./cli/commands.ts')).USAGE + '\n');
     return 0;
   }
-  const config = loadConfig();
   if (command === 'serve') {
-    await serve(config, createLogger(config.logLevel));
+    const code = await serveCommand(argv.slice(1));
+    // The primary of `--workers N`: every worker has exited.
+    if (code !== undefined) process.exit(code);
     return undefined;
   }
+  const config = loadConfig();
   // One-shot commands keep stdout for their output; only warnings are logged (to stdout's sibling, stderr).
   const log = createLogger('warn', 'stderr');
   const running = isEmbedded(config) ? findRunningServer(config) : undefined;

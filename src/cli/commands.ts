@@ -18,7 +18,7 @@ import { AUDIT_USAGE, auditCommand, webhooksCommand } from './audit.ts';
 
 export const USAGE = `Usage: latchkey <command> [options]
 
-  serve                                  run the identity provider (migrates first)
+  serve [--workers N]                    run the identity provider (migrates first); N processes, default one per core on PostgreSQL
   migrate                                apply pending database migrations
   clients create --id ID [--secret S | --public] --redirect-uri URI...
                  [--post-logout-redirect-uri URI...] [--grant-type G...] [--scope "..."]
