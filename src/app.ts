@@ -97,6 +97,8 @@ export interface LatchkeyOptions {
   db?: Db;
 }
 
+const PROVIDER_ONLY_PATHS = new Set(['/token', '/token/introspection', '/token/revocation', '/me', '/jwks', '/.well-known/openid-configuration']);
+
 export async function createLatchkey(config: Config, log: Logger, options: LatchkeyOptions): Promise<Latchkey> {
   const secrets = loadSecrets(config, log);
   const db = options.db ?? createDb(config);
@@ -147,6 +149,13 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   const events = createSecurityEvents({ db, config, log, atRestKey: secrets.atRestKey, outbound: createOutbound(config.outboundAllowOrigins) });
   const deletion = createDeletionService({ config, db, mail, events, audit, log, provider: () => current.provider });
 
+  async function callProvider(ctx: Koa.Context, next: Koa.Next) {
+    await current.handler(ctx, next);
+    // Writes that provider events started (e.g. session proofs) land before the browser moves on.
+    const pending = ctx.state.afterProvider as Promise<unknown>[] | undefined;
+    if (pending) await Promise.all(pending);
+  }
+
   const app = new Koa();
   app.keys = secrets.cookieKeys; // same keys as the provider's cookies, or interaction cookies go unsigned
   app.proxy = config.trustProxy;
@@ -158,6 +167,9 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   app.use(securityHeaders({ hsts: config.secureCookies }));
   app.use(errorHandler(views));
   app.use(rejectNulInUrl());
+  // The provider's back-channel endpoints (tokens, introspection, userinfo, keys, discovery) are
+  // its alone: they skip the matching of every router below, most of a token request's overhead.
+  app.use((ctx, next) => (PROVIDER_ONLY_PATHS.has(ctx.path) ? callProvider(ctx, next) : next()));
 
   const ops = new Router();
   ops.get('/healthz', (ctx) => {
@@ -225,12 +237,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   app.use(pages.allowedMethods());
 
   // The provider last. Indirect, so a key rotation can swap in a provider with the new JWKS.
-  app.use(async (ctx, next) => {
-    await current.handler(ctx, next);
-    // Writes that provider events started (e.g. session proofs) land before the browser moves on.
-    const pending = ctx.state.afterProvider as Promise<unknown>[] | undefined;
-    if (pending) await Promise.all(pending);
-  });
+  app.use(callProvider);
 
   async function reloadKeys() {
     const version = await signingKeysVersion(db);

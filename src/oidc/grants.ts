@@ -29,6 +29,37 @@ async function copyGrant(ctx: KoaContextWithOIDC, source: Grant): Promise<Grant>
 }
 
 /**
+ * A first-party client is never asked for consent: its grant covers what this request asks for
+ * (OpenID scopes, claims, and the scopes of each requested resource server) before the consent
+ * prompt is evaluated, so the sign-in finishes without a consent interaction and its two extra
+ * redirects. Whatever is not covered here (rich authorization requests, native clients) still
+ * goes through the consent interaction, which grants first-party clients silently as well.
+ */
+async function coverFirstPartyRequest(ctx: KoaContextWithOIDC, grant: Grant | undefined): Promise<Grant> {
+  const covered = grant ?? new ctx.oidc.provider.Grant({ accountId: ctx.oidc.session!.accountId!, clientId: ctx.oidc.client!.clientId });
+  let changed = !grant;
+  const missing = (encountered: string, wanted: Iterable<string>) => {
+    const have = new Set(encountered.split(' '));
+    return [...wanted].filter((scope) => scope && !have.has(scope));
+  };
+  const scopes = missing(covered.getOIDCScopeEncountered(), ctx.oidc.requestParamOIDCScopes);
+  if (scopes.length) covered.addOIDCScope(scopes.join(' '));
+  const claims = missing(covered.getOIDCClaimsEncountered().join(' '), ctx.oidc.requestParamClaims);
+  if (claims.length) covered.addOIDCClaims(claims);
+  changed ||= scopes.length > 0 || claims.length > 0;
+  for (const [indicator, server] of Object.entries(ctx.oidc.resourceServers ?? {})) {
+    const available = (server as unknown as { scopes: Set<string> }).scopes;
+    const rs = missing(covered.getResourceScopeEncountered(indicator), [...ctx.oidc.requestParamScopes].filter((s) => available.has(s)));
+    if (rs.length) {
+      covered.addResourceScope(indicator, rs.join(' '));
+      changed = true;
+    }
+  }
+  if (changed) await covered.save();
+  return covered;
+}
+
+/**
  * The grant this authorization request issues under (oidc-provider's `loadExistingGrant`): the
  * consent just given or the session's own grant, else a copy of the remembered consent made for
  * this session, so nothing is asked again and no two sessions share a grant. When the session's
@@ -44,8 +75,9 @@ export async function loadSessionGrant(ctx: KoaContextWithOIDC, db: Db): Promise
     const grant = id ? await ctx.oidc.provider.Grant.find(id) : undefined;
     return grant && grant.accountId === accountId && grant.clientId === clientId ? grant : undefined;
   };
-  const remembered = await findRememberedGrant(db, accountId, clientId);
   const own = (await load(ctx.oidc.result?.consent?.grantId)) ?? (await load(ctx.oidc.session!.grantIdFor(clientId)));
+  if ((ctx.oidc.client as unknown as { first_party?: boolean }).first_party) return coverFirstPartyRequest(ctx, own);
+  const remembered = await findRememberedGrant(db, accountId, clientId);
   if (own) {
     if (own.jti === remembered) await rememberGrant(db, accountId, clientId, (await copyGrant(ctx, own)).jti!);
     return own;

@@ -22,7 +22,7 @@ export interface DeviceSession {
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const COLUMNS = ['id', 'session_uid', 'user_id', 'device', 'ip', 'methods', 'acr', 'remember', 'created_at', 'last_active_at', 'last_auth_at'];
 /** Last activity is written at most this often per session. */
-const TOUCH_EVERY_SECONDS = 60;
+export const TOUCH_EVERY_SECONDS = 60;
 
 export interface SignInRecord {
   sessionUid: string;

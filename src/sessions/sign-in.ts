@@ -9,7 +9,7 @@ import type { Mailer } from '../mail/index.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Audit } from '../security/audit.ts';
 import { createRateLimit, RateLimitedError } from '../security/rate-limit.ts';
-import { recordSignIn, touchDeviceSession, type SignInRecord } from './devices.ts';
+import { recordSignIn, touchDeviceSession, TOUCH_EVERY_SECONDS, type SignInRecord } from './devices.ts';
 
 const DAY = 24 * 3600;
 
@@ -17,6 +17,20 @@ export function createDeviceSessionHooks(deps: { db: Db; audit: Audit; mail: Mai
   const { db, audit, mail, log } = deps;
   // Spent before the mail is written: a flood of sign-ins from one device mails once a day.
   const mailBudget = createRateLimit(db, 'new_device_mail', 1, DAY);
+  // Sessions this process wrote activity for in the last minute: their next uses (every page
+  // and redirect saves the session) skip the database instead of running an UPDATE that matches
+  // nothing. Forgotten when older than the window, so it holds at most a minute of sessions.
+  const recentlyActive = new Map<string, number>();
+  const activeRecently = (sessionUid: string): boolean => {
+    const now = Date.now();
+    const at = recentlyActive.get(sessionUid);
+    if (at !== undefined && now - at < TOUCH_EVERY_SECONDS * 1000) return true;
+    if (recentlyActive.size > 10_000) {
+      for (const [uid, when] of recentlyActive) if (now - when >= TOUCH_EVERY_SECONDS * 1000) recentlyActive.delete(uid);
+    }
+    recentlyActive.set(sessionUid, now);
+    return false;
+  };
 
   async function mailNewDevice(userId: string, device: string, ip: string | null): Promise<void> {
     try {
@@ -42,6 +56,7 @@ export function createDeviceSessionHooks(deps: { db: Db; audit: Audit; mail: Mai
   return {
     async signedIn(ctx: Pick<Context, 'ip' | 'get' | 'state'>, record: Omit<SignInRecord, 'ip' | 'userAgent'>): Promise<void> {
       const recorded = await recordSignIn(db, { ...record, ip: ctx.ip, userAgent: ctx.get('user-agent') });
+      activeRecently(record.sessionUid); // last_active_at was just written
       if (!recorded.newDevice) return;
       await audit(ctx, { type: 'login.new_device', userId: record.userId, data: { device: recorded.device, session: recorded.id } });
       await mailNewDevice(record.userId, recorded.device, ctx.ip ?? null).catch((err: Error) =>
@@ -50,6 +65,7 @@ export function createDeviceSessionHooks(deps: { db: Db; audit: Audit; mail: Mai
     },
     /** The session was used: last activity, written at most once a minute. */
     async used(sessionUid: string): Promise<void> {
+      if (activeRecently(sessionUid)) return;
       await touchDeviceSession(db, sessionUid);
     },
   };

@@ -42,21 +42,22 @@ const STEP_PAGES = { 'first-factor': 'reauthenticate', factor: 'factor', enroll:
 export async function continueSignIn(deps: FlowDeps, ctx: Context, details: InteractionDetails, userId: string, proofs: Proof[]): Promise<string> {
   const { step, wanted } = await planFor(deps, details, userId, proofs);
   if (step.kind === 'done') {
+    // Independent lookups, asked at once.
+    const [deleting, link, user] = await Promise.all([isDeletionScheduled(deps.db, userId), pendingLink(deps.db, details.uid), findUserById(deps.db, userId)]);
     // During a deletion's grace period the sign-in ends on the page that offers to cancel it
     // (flows/deletion): no client gets a code, whatever proved who the user is.
-    if (await isDeletionScheduled(deps.db, userId)) {
+    if (deleting) {
       await savePending(deps.db, details.uid, { userId, proofs }, deps.config.ttl.interaction);
       return `/interaction/${details.uid}/deletion`;
     }
     // A SAML identity waiting to be linked to this account: its owner, now signed in locally,
     // confirms the link before anything else (flows/saml).
-    if ((await pendingLink(deps.db, details.uid))?.userId === userId) {
+    if (link?.userId === userId) {
       await savePending(deps.db, details.uid, { userId, proofs }, deps.config.ttl.interaction);
       return `/interaction/${details.uid}/saml/link`;
     }
     await clearPending(deps.db, details.uid);
     // Only a browser that completed every factor becomes one the owner is known to use.
-    const user = await findUserById(deps.db, userId);
     if (user) deps.loginThrottle.rememberDevice(ctx, user);
     return loginResultUrl(deps, ctx, userId, proofs, { interactionUid: details.uid, sessionUid: details.session?.accountId === userId ? details.session.uid : undefined });
   }
