@@ -34,4 +34,6 @@ USER node
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:3000/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "src/main.ts", "serve"]
+# The node flags of `npm start` (see README, Performance): a smaller young generation and
+# baseline-compiled WebAssembly keep resident memory down at no measured throughput cost.
+CMD ["node", "--max-semi-space-size=8", "--liftoff-only", "src/main.ts", "serve"]

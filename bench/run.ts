@@ -10,7 +10,9 @@
 //
 // Environment: BENCH_SECONDS (per round, 5), BENCH_ROUNDS (per side, 2), BENCH_WARMUP_SECONDS (2),
 // BENCH_CONNECTIONS (10), BENCH_SIGNIN_CONNECTIONS (8), BENCH_USERS (200), BENCH_STARTUP_RUNS (3),
-// BENCH_KEEP_LOGS (keep the servers' log files), UV_THREADPOOL_SIZE (argon2's threads, 4), DATABASE_URL (postgres://… of a server on which the
+// BENCH_KEEP_LOGS (keep the servers' log files), BENCH_ONLY (comma-separated figure keys, e.g.
+// client_credentials,password_sign_in: those figures only, no latency targets, no results file),
+// BENCH_CPU_PROF (Latchkey runs with --cpu-prof; the profile is kept with the logs), UV_THREADPOOL_SIZE (argon2's threads, 4), DATABASE_URL (postgres://… of a server on which the
 // benchmark may create and drop a database).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -42,6 +44,12 @@ const CONNECTIONS = Math.round(num('BENCH_CONNECTIONS', 10));
 const SIGNIN_CONNECTIONS = Math.round(num('BENCH_SIGNIN_CONNECTIONS', 8));
 const USERS = Math.round(num('BENCH_USERS', 200));
 const STARTUP_RUNS = Math.round(num('BENCH_STARTUP_RUNS', 3));
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((k) => k.trim())) : undefined;
+const CPU_PROF = Boolean(process.env.BENCH_CPU_PROF);
+// Latchkey runs with the node flags `npm start` uses (package.json's start script), as in production.
+const START_FLAGS = ((JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.match(/^node\s+(.*?)\s*src\/main\.ts/)?.[1] ?? '')
+  .split(/\s+/)
+  .filter(Boolean);
 // argon2 runs on libuv's thread pool: the server and the ceiling get the same size.
 const THREADS = Math.round(num('UV_THREADPOOL_SIZE', 4));
 const ARGON2 = { memoryCost: 19456, timeCost: 2, parallelism: 1 }; // OWASP, Latchkey's default
@@ -612,7 +620,7 @@ async function startupOnce(command: 'node' | 'npm'): Promise<{ ms: number; serve
   const started = performance.now();
   const child = track(
     command === 'node'
-      ? spawn(NODE, [MAIN, 'serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+      ? spawn(NODE, [...START_FLAGS, MAIN, 'serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
       : spawn('npm', ['start', '--silent'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true }),
   );
   let out = '';
@@ -659,13 +667,13 @@ async function main() {
 
   // 1. Cold start, before anything else loads the machine.
   const startup: { node: number[]; npm: number[]; serverStartupMs: (number | undefined)[] } = { node: [], npm: [], serverStartupMs: [] };
-  for (let i = 0; i < STARTUP_RUNS; i++) {
+  for (let i = 0; i < (ONLY ? 0 : STARTUP_RUNS); i++) {
     const r = await startupOnce('node');
     startup.node.push(r.ms);
     startup.serverStartupMs.push(r.serverStartupMs);
   }
   try {
-    startup.npm.push((await startupOnce('npm')).ms);
+    if (!ONLY) startup.npm.push((await startupOnce('npm')).ms);
   } catch (err) {
     log(`bench: npm start not measured: ${(err as Error).message.split('\n')[0]}`);
   }
@@ -678,6 +686,7 @@ async function main() {
   const latchkeyEnv: Record<string, string> = {
     ...(process.env as Record<string, string>),
     NODE_ENV: 'production',
+    WORKERS: '1', // one process, as the baseline: `serve` would otherwise start one per core
     HOST: '127.0.0.1',
     PORT: String(latchkeyPort),
     ISSUER: `http://localhost:${latchkeyPort}`,
@@ -704,7 +713,8 @@ async function main() {
   let stats: pg.Client | undefined;
   const startLatchkey = async () => {
     const fd = fs.openSync(latchkeyLog, 'a'); // JSON logs to a file, as in production
-    latchkeyChild = track(spawn(NODE, [MAIN, 'serve'], { cwd: ROOT, env: latchkeyEnv, stdio: ['ignore', fd, fd] }));
+    const profile = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.join(workDir, 'profile')}`] : [];
+    latchkeyChild = track(spawn(NODE, [...START_FLAGS, ...profile, MAIN, 'serve'], { cwd: ROOT, env: latchkeyEnv, stdio: ['ignore', fd, fd] }));
     fs.closeSync(fd);
     await waitFor(`http://127.0.0.1:${latchkeyPort}/readyz`, latchkeyChild, 'Latchkey');
   };
@@ -855,6 +865,7 @@ async function main() {
       return { side: 'argon2', seconds: r.seconds, ok: r.count, failed: 0, perSecond: r.count / r.seconds, requestsPerSecond: r.count / r.seconds, errors: 0, timeouts: 0, statusCodes: {}, latencies: r.latencies };
     };
     for (const figure of figures) {
+      if (ONLY && !ONLY.has(figure.key)) continue;
       const sideB = figure.b;
       const runB = (seconds: number) => (sideB === 'argon2' ? argon2Round(seconds) : loadRound(sideB.target, sideB.scenario, seconds));
       log(`bench: ${figure.title}: warm-up`);
@@ -886,6 +897,17 @@ async function main() {
         baselineMeasures: figure.baselineMeasures,
         ratio: sb.perSecond ? Math.round((sa.perSecond / sb.perSecond) * 1000) / 1000 : null,
       };
+    }
+
+    if (ONLY) {
+      for (const [key, r] of Object.entries(results)) {
+        log(`bench: ${key}: Latchkey ${r.latchkey.perSecond}/s p50 ${r.latchkey.p50} p99 ${r.latchkey.p99} ms, ${r.baselineIs} ${r.baseline.perSecond}/s, ratio ${r.ratio}, db per request ${JSON.stringify(r.latchkey.dbPerRequest ?? null)}`);
+      }
+      log(`bench: Latchkey RSS ${JSON.stringify(memoryOf(latchkey.pid()))}; BENCH_ONLY: no latency targets, no results file`);
+      if (CPU_PROF) await stopChild(latchkeyChild!); // writes the profile
+      if (CPU_PROF || process.env.BENCH_KEEP_LOGS) log(`bench: logs${CPU_PROF ? ' and profile' : ''} in ${workDir}`);
+      else fs.rmSync(workDir, { recursive: true, force: true });
+      return;
     }
 
     // 5. Latency targets (Latchkey only): p99 at 70 % of the maximum just measured, and token

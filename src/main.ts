@@ -1,6 +1,7 @@
 // CLI entry: `latchkey serve [--workers N] | migrate | clients … | users … | keys … | jobs run NAME`.
 // The app and the commands are imported dynamically: a server opens its database first, so the
 // embedded database starts up while the rest of the code loads.
+import './compile-cache.ts'; // first: every module after it loads from the compile cache
 import cluster from 'node:cluster';
 import { forwardToServer, findRunningServer, createBridge } from './cli/embedded-bridge.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';

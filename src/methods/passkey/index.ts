@@ -1,17 +1,15 @@
 // Passkeys (WebAuthn) via @simplewebauthn/server: registration, discoverable sign-in, and use
 // as a second factor. Challenges are server-side, single use and expire after five minutes.
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-  type AuthenticationResponseJSON,
-  type RegistrationResponseJSON,
-} from '@simplewebauthn/server';
+import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
 import type { Db } from '../../db/knex.ts';
 import type { MethodSuccess } from '../types.ts';
 
 const CHALLENGE_TTL_SECONDS = 300;
+
+// Loaded on the first passkey request, not at start-up: the library and its CBOR/COSE
+// dependencies are a tenth of the server's start time, and many deployments never use passkeys.
+let library: Promise<typeof import('@simplewebauthn/server')> | undefined;
+const webauthn = () => (library ??= import('@simplewebauthn/server'));
 
 export interface PasskeyConfig {
   rpId: string;
@@ -89,7 +87,7 @@ export function createPasskeyMethod(db: Db, config: PasskeyConfig) {
 
     async registrationOptions(user: { id: string; email: string; name: string | null }, binding: string) {
       const existing = await listFor(user.id);
-      const options = await generateRegistrationOptions({
+      const options = await (await webauthn()).generateRegistrationOptions({
         rpName: config.rpName,
         rpID: config.rpId,
         userName: user.email,
@@ -105,7 +103,7 @@ export function createPasskeyMethod(db: Db, config: PasskeyConfig) {
     },
 
     async register(userId: string, binding: string, response: RegistrationResponseJSON, name: string) {
-      const verification = await verifyRegistrationResponse({
+      const verification = await (await webauthn()).verifyRegistrationResponse({
         response,
         expectedChallenge: challengeConsumer('register', binding),
         expectedOrigin: config.origin,
@@ -133,7 +131,7 @@ export function createPasskeyMethod(db: Db, config: PasskeyConfig) {
     /** Options for sign-in: any discoverable passkey (userId unset) or one of the user's. */
     async authenticationOptions(binding: string, userId?: string) {
       const allow = userId ? await listFor(userId) : [];
-      const options = await generateAuthenticationOptions({
+      const options = await (await webauthn()).generateAuthenticationOptions({
         rpID: config.rpId,
         allowCredentials: allow.map((p) => ({ id: p.id, transports: p.transports as never })),
         userVerification: userId ? 'preferred' : 'required',
@@ -153,7 +151,7 @@ export function createPasskeyMethod(db: Db, config: PasskeyConfig) {
       const storedCounter = Number(stored.counter);
       let verification;
       try {
-        verification = await verifyAuthenticationResponse({
+        verification = await (await webauthn()).verifyAuthenticationResponse({
           response,
           expectedChallenge: challengeConsumer('authenticate', binding),
           expectedOrigin: config.origin,
