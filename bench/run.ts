@@ -225,9 +225,9 @@ function latchkeyPage(action: string): Step {
 }
 
 /**
- * Latchkey's hosted sign-in: authorize → sign-in page → POST email + password → resume →
- * (consent, given without a page for a first-party client) → code → token. offline_access
- * needs prompt=consent.
+ * Latchkey's hosted sign-in: authorize → sign-in page → POST email + password → resume → code →
+ * token; with prompt=consent (offline_access needs it) a consent interaction, given without a
+ * page to a first-party client, comes before the code.
  */
 function latchkeySignIn(scope: string, prompt?: 'consent'): Step[] {
   const toResume = /^\/auth\/[^/]+$/;
@@ -241,9 +241,14 @@ function latchkeySignIn(scope: string, prompt?: 'consent'): Step[] {
       body: (ctx) => new URLSearchParams({ _csrf: ctx.csrf!, email: ctx.email!, password: PASSWORD }).toString(),
       accept: (s, _b, h, ctx) => redirectTo(s, h, ctx, toResume),
     },
-    // A new grant: the first-party client's consent is recorded in a second interaction, no page.
-    { method: 'GET', path: (ctx) => ctx.location, accept: (s, _b, h, ctx) => redirectTo(s, h, ctx, toInteraction) },
-    { method: 'GET', path: (ctx) => ctx.location, accept: (s, _b, h, ctx) => redirectTo(s, h, ctx, toResume) },
+    // The first-party client's grant covers the request, so the resume issues the code; only
+    // prompt=consent (needed for offline_access) records it in a second interaction, no page.
+    ...(prompt === 'consent'
+      ? [
+          { method: 'GET', path: (ctx) => ctx.location, accept: (s, _b, h, ctx) => redirectTo(s, h, ctx, toInteraction) } satisfies Step,
+          { method: 'GET', path: (ctx) => ctx.location, accept: (s, _b, h, ctx) => redirectTo(s, h, ctx, toResume) } satisfies Step,
+        ]
+      : []),
     { method: 'GET', path: (ctx) => ctx.location, accept: (s, _b, h, ctx) => codeFrom(s, h, ctx) },
     codeExchange,
   ];
