@@ -17,8 +17,27 @@ import { decrypt, encrypt, sha256Hex } from '../security/crypto.ts';
 const TABLE = 'oidc_payloads';
 const SEALED_ID_MODELS = new Set(['Session', 'DeviceCode']);
 
+// Grants read along with the token that names them, for the rest of this provider request: the
+// library looks the grant up right after the token (introspection, userinfo, refresh), and one
+// statement instead of two is a large part of those requests. Only within one request, and
+// forgotten as soon as this process writes or deletes the grant.
+const PREFETCHED_GRANTS = Symbol('prefetchedGrants');
+const GRANT_BOUND_MODELS = new Set(['AccessToken', 'RefreshToken', 'AuthorizationCode']);
+
+function prefetchedGrants(create: boolean): Map<string, Row | null> | undefined {
+  const state = Provider.ctx?.state as Record<symbol, Map<string, Row | null> | undefined> | undefined;
+  if (!state) return undefined;
+  if (create) state[PREFETCHED_GRANTS] ??= new Map();
+  return state[PREFETCHED_GRANTS];
+}
+
+function forgetGrant(grantId: string): void {
+  prefetchedGrants(false)?.delete(grantId);
+}
+
 /** Deletes a grant and every artifact issued under it, whatever its model. */
 export async function revokeGrantEverywhere(db: Db, grantId: string): Promise<void> {
+  forgetGrant(grantId);
   await db(TABLE)
     .where('grant_id', grantId)
     .orWhere({ model: 'Grant', id_hash: sha256Hex(grantId) })
@@ -30,6 +49,8 @@ interface Row {
   consumed_at: Date | null;
   id_sealed?: string | null;
   in_grace?: boolean;
+  /** The live grant the token names (GRANT_BOUND_MODELS), read in the same statement. */
+  grant_payload?: AdapterPayload | null;
 }
 
 const COLUMNS = ['payload', 'consumed_at', 'id_sealed'];
@@ -72,6 +93,53 @@ function scrub(model: string, payload: AdapterPayload): Omit<AdapterPayload, 'jt
   return stored;
 }
 
+type PayloadRow = Record<string, unknown> & { model: string; id_hash: string };
+const MERGED = ['payload', 'id_sealed', 'grant_id', 'uid', 'user_code', 'account_id', 'client_id', 'expires_at'];
+const MAX_BATCH = 500;
+
+/**
+ * Saves rows the way concurrent requests ask for them: every upsert asked in one turn of the
+ * event loop (one per request in flight, under load) goes out as one multi-row statement, and
+ * each caller resumes when that statement has committed, exactly as with a statement of its own.
+ * One round trip and one commit instead of one per token is most of what a token request costs
+ * the database and the event loop. A key saved twice in one batch keeps its last payload; a
+ * batch that fails is retried row by row, so one bad row fails only its own request.
+ */
+function createUpsertBatcher(db: Db) {
+  type Waiter = { row: PayloadRow; resolve: () => void; reject: (err: unknown) => void };
+  let pending: Waiter[] = [];
+  const write = (rows: PayloadRow[]) => db(TABLE).insert(rows).onConflict(['model', 'id_hash']).merge(MERGED);
+
+  async function flush(batch: Waiter[]): Promise<void> {
+    const latest = new Map<string, Waiter>();
+    for (const w of batch) latest.set(`${w.row.model}\0${w.row.id_hash}`, w);
+    const winners = [...latest.values()];
+    const settle = (winner: Waiter, err?: unknown) => {
+      const key = `${winner.row.model}\0${winner.row.id_hash}`;
+      for (const w of batch) if (`${w.row.model}\0${w.row.id_hash}` === key) (err === undefined ? w.resolve() : w.reject(err));
+    };
+    try {
+      await write(winners.map((w) => w.row));
+      for (const w of batch) w.resolve();
+    } catch (err) {
+      if (winners.length === 1) return settle(winners[0]!, err);
+      await Promise.all(winners.map((w) => write([w.row]).then(() => settle(w), (rowErr: unknown) => settle(w, rowErr))));
+    }
+  }
+
+  return (row: PayloadRow): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      pending.push({ row, resolve, reject });
+      if (pending.length === 1) {
+        setImmediate(() => {
+          const asked = pending;
+          pending = [];
+          for (let i = 0; i < asked.length; i += MAX_BATCH) void flush(asked.slice(i, i + MAX_BATCH));
+        });
+      }
+    });
+}
+
 export function createAdapterClass(
   db: Db,
   atRestKey: Buffer,
@@ -79,9 +147,24 @@ export function createAdapterClass(
   options: AdapterOptions = {},
 ) {
   const aad = (model: string) => `oidc-id:${model}`;
+  const save = createUpsertBatcher(db);
   const grace = options.refreshReuseGraceSeconds ?? 0;
   // Compared on the database's clock, the one that wrote consumed_at.
   const inGrace = () => db.raw('(consumed_at > now() - make_interval(secs => ?)) as in_grace', [grace]);
+  // The token's grant, if live: its key is the hash of the token's grant_id, as key() computes it.
+  const grantOfRow = () =>
+    db.raw(
+      `(SELECT g.payload FROM ${TABLE} g WHERE g.model = 'Grant' AND g.id_hash = encode(sha256(convert_to(${TABLE}.grant_id, 'UTF8')), 'hex')
+         AND (g.expires_at IS NULL OR g.expires_at > now())) AS grant_payload`,
+    );
+  /** Keeps the grant read with a token row for this request's Grant.find. */
+  function keepGrant(row: Row | undefined): Row | undefined {
+    const grantId = row?.payload.grantId;
+    if (row && typeof grantId === 'string' && 'grant_payload' in row) {
+      prefetchedGrants(true)?.set(grantId, row.grant_payload ? { payload: row.grant_payload, consumed_at: null } : null);
+    }
+    return row;
+  }
 
   function revive(model: string, row: Row | undefined, id: string | undefined): AdapterPayload | undefined {
     if (!row) return undefined;
@@ -106,8 +189,8 @@ export function createAdapterClass(
       // Runs once the caller's parallel lookups have all been asked (they are, synchronously).
       const rows = Promise.resolve().then(async () => {
         tokenLookups.delete(idHash);
-        const found = (await live().where('id_hash', idHash).whereIn('model', [...models]).select(['model', ...COLUMNS])) as (Row & { model: string })[];
-        return new Map(found.map((r) => [r.model, r]));
+        const found = (await live().where('id_hash', idHash).whereIn('model', [...models]).select(['model', ...COLUMNS, grantOfRow()])) as (Row & { model: string })[];
+        return new Map(found.map((r) => [r.model, keepGrant(r)!]));
       });
       lookup = { models, rows };
       tokenLookups.set(idHash, lookup);
@@ -144,10 +227,8 @@ export function createAdapterClass(
         // The database's clock, the same one find() compares against.
         expires_at: typeof expiresIn === 'number' ? db.raw('now() + make_interval(secs => ?)', [expiresIn]) : null,
       };
-      await db(TABLE)
-        .insert(row)
-        .onConflict(['model', 'id_hash'])
-        .merge(['payload', 'id_sealed', 'grant_id', 'uid', 'user_code', 'account_id', 'client_id', 'expires_at']);
+      if (this.model === 'Grant') forgetGrant(id);
+      await save(row);
     }
 
     private get graceApplies(): boolean {
@@ -157,8 +238,16 @@ export function createAdapterClass(
     async find(id: string): Promise<AdapterPayload | undefined> {
       // Clients are registered through the CLI into their own table, not stored as artifacts.
       if (this.model === 'Client') return findClient(id);
+      if (this.model === 'Grant') {
+        const prefetched = prefetchedGrants(false);
+        if (prefetched?.has(id)) {
+          const row = prefetched.get(id);
+          // A copy each time: the library may change the grant it gets before saving it.
+          return revive(this.model, row ? { payload: structuredClone(row.payload), consumed_at: null } : undefined, id);
+        }
+      }
       if (this.graceApplies && inRefreshGrant()) {
-        const row = (await this.live().where(this.key(id)).first([...COLUMNS, inGrace()])) as Row | undefined;
+        const row = keepGrant((await this.live().where(this.key(id)).first([...COLUMNS, inGrace(), grantOfRow()])) as Row | undefined);
         if (row?.in_grace) {
           markGraceRetry();
           return revive(this.model, { ...row, consumed_at: null }, id);
@@ -167,6 +256,9 @@ export function createAdapterClass(
       }
       if (TOKEN_MODELS.has(this.model) && lookingUpAnyKind()) {
         return revive(this.model, await findTokenRow(() => this.live(), this.model, sha256Hex(id)), id);
+      }
+      if (GRANT_BOUND_MODELS.has(this.model) && Provider.ctx) {
+        return revive(this.model, keepGrant((await this.live().where(this.key(id)).first([...COLUMNS, grantOfRow()])) as Row | undefined), id);
       }
       const row = await this.live().where(this.key(id)).first(COLUMNS);
       return revive(this.model, row, id);
@@ -203,11 +295,13 @@ export function createAdapterClass(
     }
 
     async destroy(id: string): Promise<void> {
+      if (this.model === 'Grant') forgetGrant(id);
       await db(TABLE).where(this.key(id)).delete();
     }
 
     async revokeByGrantId(grantId: string): Promise<void> {
       // The library calls this once per token model (in parallel); each call removes its own rows.
+      forgetGrant(grantId);
       await db(TABLE).where({ model: this.model, grant_id: grantId }).delete();
     }
   };
