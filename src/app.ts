@@ -115,7 +115,7 @@ export async function createLatchkey(config: Config, log: Logger, options: Latch
   const totp = createTotpMethod(db, secrets.atRestKey, config.productName);
   const recoveryCodes = createRecoveryCodeMethod(db);
   const passkeys = createPasskeyMethod(db, config.webauthn);
-  const factors = createFactorRegistry({ totp, recoveryCodes, passkeys });
+  const factors = createFactorRegistry(db, { totp, recoveryCodes, passkeys });
   const mail = createMail(config, log, db, secrets.atRestKey);
   const deviceSessions = createDeviceSessionHooks({ db, audit, mail, log });
 

@@ -418,6 +418,40 @@ function adapterSuite(open: () => Promise<TestDatabase>): void {
     assert.equal((raw.rows[0].id_sealed as string).includes(dc), false, 'sealed, not in clear');
   });
 
+  it('upserts asked at once share statements yet each persists; a key saved twice keeps its last payload; a bad row fails alone', async () => {
+    const statements: string[] = [];
+    const onQuery = (q: { sql: string }) => {
+      if (/^insert into "oidc_payloads"/i.test(q.sql)) statements.push(q.sql);
+    };
+    db.on('query', onQuery);
+    try {
+      const ids = Array.from({ length: 20 }, () => newId());
+      const grantId = newId();
+      const twice = ids[0]!;
+      await Promise.all([
+        ...ids.map((id) => new Adapter('AccessToken').upsert(id, token('AccessToken', id, grantId, { n: 1 }), 3600)),
+        new Adapter('AccessToken').upsert(twice, token('AccessToken', twice, grantId, { n: 2 }), 3600),
+      ]);
+      assert.ok(statements.length < ids.length, `21 upserts in one turn took ${statements.length} statements`);
+      for (const id of ids.slice(1)) assert.equal((await new Adapter('AccessToken').find(id))?.n, 1);
+      assert.equal((await new Adapter('AccessToken').find(twice))?.n, 2, 'the last save of a key wins');
+
+      // PostgreSQL refuses a NUL in jsonb text: that row's save fails, the others in its batch land.
+      const good = newId();
+      const bad = newId();
+      const results = await Promise.allSettled([
+        new Adapter('AccessToken').upsert(good, token('AccessToken', good, grantId), 3600),
+        new Adapter('AccessToken').upsert(bad, token('AccessToken', bad, grantId, { broken: 'a\u0000b' }), 3600),
+      ]);
+      assert.equal(results[0]!.status, 'fulfilled');
+      assert.equal(results[1]!.status, 'rejected');
+      assert.ok(await new Adapter('AccessToken').find(good));
+      assert.equal(await new Adapter('AccessToken').find(bad), undefined);
+    } finally {
+      db.off('query', onQuery);
+    }
+  });
+
   it('an Interaction row does not hold the Session id (the session cookie) at rest', async () => {
     const sessionId = newId();
     const uid = newId();

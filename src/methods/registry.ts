@@ -1,6 +1,7 @@
 // Which methods a user has, and so which assurance levels they can reach. Flows and the
 // interaction policy ask this; adding a method means adding it here, not to every flow.
 import type { Level } from '../assurance/index.ts';
+import type { Db } from '../db/knex.ts';
 import type { PasskeyMethod } from './passkey/index.ts';
 import type { RecoveryCodeMethod } from './recovery-code/index.ts';
 import type { TotpMethod } from './totp/index.ts';
@@ -11,14 +12,17 @@ export interface Enrolled {
   recoveryCodes: number;
 }
 
-export function createFactorRegistry(methods: { totp: TotpMethod; recoveryCodes: RecoveryCodeMethod; passkeys: PasskeyMethod }) {
+export function createFactorRegistry(db: Db, methods: { totp: TotpMethod; recoveryCodes: RecoveryCodeMethod; passkeys: PasskeyMethod }) {
+  /** Asked at every step of every sign-in: one statement, each method contributing its own query. */
   async function enrolled(userId: string): Promise<Enrolled> {
-    const [totp, passkeys, recoveryCodes] = await Promise.all([
-      methods.totp.isEnrolled(userId),
-      methods.passkeys.count(userId),
-      methods.recoveryCodes.remaining(userId),
-    ]);
-    return { totp, passkeys, recoveryCodes };
+    const row = (await db
+      .select({
+        totp: db.raw('exists ?', [methods.totp.enrolledQuery(userId)]),
+        passkeys: db.raw('?', [methods.passkeys.countQuery(userId)]),
+        recoveryCodes: db.raw('?', [methods.recoveryCodes.remainingQuery(userId)]),
+      })
+      .first()) as { totp: boolean; passkeys: number | string; recoveryCodes: number | string };
+    return { totp: Boolean(row.totp), passkeys: Number(row.passkeys), recoveryCodes: Number(row.recoveryCodes) };
   }
 
   return {

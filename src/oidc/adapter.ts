@@ -116,7 +116,11 @@ function createUpsertBatcher(db: Db) {
     const winners = [...latest.values()];
     const settle = (winner: Waiter, err?: unknown) => {
       const key = `${winner.row.model}\0${winner.row.id_hash}`;
-      for (const w of batch) if (`${w.row.model}\0${w.row.id_hash}` === key) (err === undefined ? w.resolve() : w.reject(err));
+      for (const w of batch) {
+        if (`${w.row.model}\0${w.row.id_hash}` !== key) continue;
+        if (err === undefined) w.resolve();
+        else w.reject(err);
+      }
     };
     try {
       await write(winners.map((w) => w.row));

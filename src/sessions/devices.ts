@@ -69,18 +69,20 @@ export async function recordSignIn(db: Db, input: SignInRecord): Promise<Recorde
   if (!row) return { id: '', device, created: false, newDevice: false };
   if (!row.inserted) return { id: row.id, device, created: false, newDevice: false };
 
-  const seen = (await db('known_devices')
-    .where({ user_id: input.userId })
-    .where((q) => {
-      q.where({ kind: 'device', value: device });
-      if (ip) q.orWhere({ kind: 'ip', value: ip });
-    })
-    .select('kind')) as { kind: string }[];
+  // One statement: note the device (and address) as seen, learning which of them are new to this
+  // account and whether the account had seen anything before. The CTE reads the table as it was
+  // before the upsert; of two sign-ins racing from one new device, only one inserts.
+  const values = ip ? '(?, ?, ?), (?, ?, ?)' : '(?, ?, ?)';
+  const { rows: noted } = (await db.raw(
+    `WITH before AS (SELECT EXISTS (SELECT 1 FROM known_devices WHERE user_id = ?) AS known),
+          noted AS (INSERT INTO known_devices (user_id, kind, value) VALUES ${values}
+                    ON CONFLICT (user_id, kind, value) DO UPDATE SET last_seen_at = now()
+                    RETURNING (xmax = 0) AS inserted)
+     SELECT (SELECT known FROM before) AS known, inserted FROM noted`,
+    [input.userId, input.userId, 'device', device, ...(ip ? [input.userId, 'ip', ip] : [])],
+  )) as { rows: { known: boolean; inserted: boolean }[] };
   // The first sign-in of an account sets what is known; it is nobody's "new" device.
-  const first = seen.length === 0 && !(await db('known_devices').where({ user_id: input.userId }).first('kind'));
-  const newDevice = !first && (!seen.some((s) => s.kind === 'device') || (ip !== null && !seen.some((s) => s.kind === 'ip')));
-  const rows = [{ user_id: input.userId, kind: 'device', value: device }, ...(ip ? [{ user_id: input.userId, kind: 'ip', value: ip }] : [])];
-  await db('known_devices').insert(rows).onConflict(['user_id', 'kind', 'value']).merge({ last_seen_at: db.fn.now() });
+  const newDevice = Boolean(noted[0]?.known) && noted.some((n) => n.inserted);
   return { id: row.id, device, created: true, newDevice };
 }
 

@@ -80,9 +80,9 @@ export function createPasskeyMethod(db: Db, config: PasskeyConfig) {
   return {
     list: listFor,
 
-    async count(userId: string): Promise<number> {
-      const row = await db('passkeys').where({ user_id: userId }).count({ n: '*' }).first();
-      return Number(row?.n ?? 0);
+    /** The number of `userId`'s passkeys: unexecuted, for the registry's one enrolment query. */
+    countQuery(userId: string) {
+      return db('passkeys').where({ user_id: userId }).count('*');
     },
 
     async registrationOptions(user: { id: string; email: string; name: string | null }, binding: string) {

@@ -31,9 +31,14 @@ export function createRecoveryCodeMethod(db: Db) {
       return codes;
     },
 
+    /** The number of `userId`'s unused codes: unexecuted, for the registry's one enrolment query. */
+    remainingQuery(userId: string) {
+      return db('recovery_codes').where({ user_id: userId }).whereNull('used_at').count('*');
+    },
+
     async remaining(userId: string): Promise<number> {
-      const row = await db('recovery_codes').where({ user_id: userId }).whereNull('used_at').count({ n: '*' }).first();
-      return Number(row?.n ?? 0);
+      const row = (await this.remainingQuery(userId).first()) as { count?: number | string } | undefined;
+      return Number(row?.count ?? 0);
     },
 
     /** Uses a code once: one conditional UPDATE, so a code cannot be spent twice even concurrently. */

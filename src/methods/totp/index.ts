@@ -64,8 +64,13 @@ export function createTotpMethod(db: Db, atRestKey: Buffer, issuerName: string) 
       return pending ? acceptStep(userId, pending.secret, code.replace(/\s+/g, ''), true) : false;
     },
 
+    /** Rows when `userId` has confirmed TOTP: unexecuted, for the registry's one enrolment query. */
+    enrolledQuery(userId: string) {
+      return db('totp_credentials').where({ user_id: userId }).whereNotNull('confirmed_at').select(db.raw('1'));
+    },
+
     async isEnrolled(userId: string): Promise<boolean> {
-      return Boolean(await db('totp_credentials').where({ user_id: userId }).whereNotNull('confirmed_at').first('user_id'));
+      return Boolean(await this.enrolledQuery(userId).first());
     },
 
     async verify(userId: string, code: string): Promise<MethodSuccess | null> {
