@@ -38,6 +38,9 @@ const envSchema = z.object({
   // 4 per hash in flight); beyond that a sign-in is refused at once with 503 and Retry-After.
   ARGON2_MAX_CONCURRENCY: z.coerce.number().int().min(1).optional(),
   ARGON2_MAX_QUEUE: z.coerce.number().int().nonnegative().optional(),
+  // Nice value of the threads that hash passwords (Linux): below the event loop, so a sign-in
+  // flood does not slow token requests. 0 leaves them as they are.
+  ARGON2_NICE: z.coerce.number().int().min(0).max(19).default(10),
   PASSWORD_MIN_LENGTH: int(8),
   ACCESS_TOKEN_TTL: int(3600),
   ID_TOKEN_TTL: int(3600),
@@ -161,6 +164,7 @@ function buildConfig(env: z.infer<typeof envSchema>, overrides: ConfigOverrides)
     bodyLimit: env.BODY_LIMIT,
     argon2: { memoryCost: env.ARGON2_MEMORY_KIB, timeCost: env.ARGON2_TIME_COST, parallelism: env.ARGON2_PARALLELISM },
     argon2Pool: argon2Pool(env.ARGON2_MAX_CONCURRENCY, env.ARGON2_MAX_QUEUE, workers),
+    argon2Nice: env.ARGON2_NICE,
     password: { minLength: env.PASSWORD_MIN_LENGTH, maxLength: 128 },
     ttl: {
       accessToken: env.ACCESS_TOKEN_TTL,

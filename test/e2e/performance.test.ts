@@ -1,6 +1,8 @@
 // What the performance work must not break: cached clients still follow every change made by
 // the CLI (in this process through the embedded bridge, in others through LISTEN/NOTIFY), and
 // a flood of password sign-ins is refused fast with 503 + Retry-After instead of queueing.
+import fs from 'node:fs';
+import os from 'node:os';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
@@ -27,6 +29,36 @@ async function within(ms: number, check: () => Promise<boolean>, what: string): 
   }
   return Date.now() - started;
 }
+
+describe('password hashing runs below the event loop', { skip: process.platform === 'linux' ? false : 'thread nice values are Linux only' }, () => {
+  const niceOfWorkers = (pid: number) =>
+    fs
+      .readdirSync(`/proc/${pid}/task`)
+      .map((tid) => ({ comm: fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), stat: fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8') }))
+      .filter((t) => t.comm === 'libuv-worker')
+      // Field 19 of stat is the nice value; the fields after the command name start at 3.
+      .map((t) => Number(t.stat.slice(t.stat.lastIndexOf(')') + 2).split(' ')[16]));
+
+  test('the server\'s libuv worker threads run at ARGON2_NICE, the event loop does not', async () => {
+    const server = await startServer({ ARGON2_NICE: '7' });
+    try {
+      const pid = server.child().pid!;
+      const nices = await (async () => {
+        for (let i = 0; i < 50; i++) {
+          const found = niceOfWorkers(pid);
+          if (found.length && found.every((n) => n === 7)) return found;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return niceOfWorkers(pid);
+      })();
+      assert.ok(nices.length >= 1, 'the pool has threads');
+      assert.deepEqual(nices, nices.map(() => 7));
+      assert.equal(os.getPriority(pid), 0, 'the main thread keeps its priority');
+    } finally {
+      await server.stop();
+    }
+  });
+});
 
 describe('cached clients follow changes', () => {
   let server: TestServer;

@@ -7,6 +7,7 @@ import type { Db } from '../../db/knex.ts';
 import { findUserByEmail, setPasswordHash, type User } from '../../identity/users.ts';
 import type { MethodSuccess } from '../types.ts';
 import { passwordProblem, type PasswordContext } from './policy.ts';
+import { lowerWorkerThreadPriority } from './thread-priority.ts';
 
 export { passwordProblem, type PasswordContext };
 
@@ -77,11 +78,13 @@ export function createArgon2Pool({ maxConcurrency, maxQueue }: { maxConcurrency:
   };
 }
 
-export function createPasswordMethod(db: Db, config: Pick<Config, 'argon2' | 'argon2Pool' | 'password'>) {
+export function createPasswordMethod(db: Db, config: Pick<Config, 'argon2' | 'argon2Pool' | 'argon2Nice' | 'password'>) {
   const argon2Options = { type: ARGON2ID, ...config.argon2 };
   const pool = createArgon2Pool(config.argon2Pool);
   // Verified against when the account does not exist, so unknown emails cost the same time.
   const dummyHash = argon2.hash('latchkey-timing-equaliser', argon2Options);
+  // Computing it started libuv's thread pool (all of its threads at once): now they can be lowered.
+  void dummyHash.then(() => lowerWorkerThreadPriority(config.argon2Nice), () => {});
 
   async function hash(password: string): Promise<string> {
     return pool.run(() => argon2.hash(password, argon2Options), false);
