@@ -11,7 +11,7 @@ import * as jose from 'jose';
 import pg from 'pg';
 import { Browser, asPage, asRedirect, isPage, type Page } from '../helpers/browser.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { REDIRECT, insecure, startAuthorization as startRpAuthorization } from '../helpers/rp.ts';
+import { REDIRECT, insecure, startAuthorization as startRpAuthorization, throughInstance } from '../helpers/rp.ts';
 import { loopbackFetchEnv } from '../helpers/allow-loopback-fetch.ts';
 
 const POST_LOGOUT = 'http://localhost:9/bye';
@@ -391,13 +391,7 @@ describe('two server processes on one PostgreSQL database', { skip: POSTGRES ? f
     [b, , { config: viaA, secret }] = await Promise.all([a.startAnother({ shareIssuer: true }), createUser(a, ALICE), createRp(a, 'rp')]);
     assert.equal(b.issuer, a.issuer);
     assert.notEqual(b.url, a.url);
-    const { supportsPKCE: _method, ...meta } = viaA.serverMetadata();
-    viaB = new oidc.Configuration(
-      { ...meta, token_endpoint: `${b.url}/token`, introspection_endpoint: `${b.url}/token/introspection`, revocation_endpoint: `${b.url}/token/revocation`, userinfo_endpoint: `${b.url}/me` },
-      'rp',
-      secret,
-    );
-    oidc.allowInsecureRequests(viaB);
+    viaB = throughInstance(viaA, b.url, secret);
   });
 
   after(async () => {

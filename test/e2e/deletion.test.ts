@@ -14,10 +14,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as jose from 'jose';
 import * as oidc from 'openid-client';
-import { createDb, type Db } from '../../src/db/knex.ts';
+import type { Db } from '../../src/db/knex.ts';
 import { Browser, asPage, asRedirect, isPage, type Page } from '../helpers/browser.ts';
 import { REDIRECT, authorize, createVerifiedUser, insecure, startAuthorization, type Credentials } from '../helpers/rp.ts';
-import { startServer, type TestServer } from '../helpers/server.ts';
+import { startServer, withServerDb, type TestServer } from '../helpers/server.ts';
 import { SmtpSink } from '../helpers/smtp-sink.ts';
 import { Authenticator } from '../helpers/totp.ts';
 
@@ -92,27 +92,7 @@ async function verifySet(jwt: string) {
 }
 
 /** Runs `fn` against the server's database (PostgreSQL directly; PGlite while the server is stopped). */
-async function withDb<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-  const open = () => createDb({ databaseUrl: server.env.DATABASE_URL || undefined, dataDir: server.env.DATA_DIR!, databasePoolMax: 2 });
-  if (server.env.DATABASE_URL) {
-    const db = open();
-    try {
-      return await fn(db);
-    } finally {
-      await db.destroy();
-    }
-  }
-  let result: T | undefined;
-  await server.restart({}, async () => {
-    const db = open();
-    try {
-      result = await fn(db);
-    } finally {
-      await db.destroy();
-    }
-  });
-  return result as T;
-}
+const withDb = <T>(fn: (db: Db) => Promise<T>): Promise<T> => withServerDb(server, fn);
 
 /** The deletion page for an RP: `/account/delete?client_id=rp&return_to=…`. */
 function deleteUrl(returnTo: string, clientId = 'rp') {

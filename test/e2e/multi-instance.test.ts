@@ -19,8 +19,8 @@ import { fileURLToPath } from 'node:url';
 import * as jose from 'jose';
 import * as oidc from 'openid-client';
 import { Browser, asPage, isPage, type Page } from '../helpers/browser.ts';
-import { freePort, startServer, stopChild, testDatabaseLocation, track, type TestServer } from '../helpers/server.ts';
-import { REDIRECT, authorize, insecure, startAuthorization, type Credentials } from '../helpers/rp.ts';
+import { freePort, startServer, stopChild, testDatabaseLocation, track, type TestServer, pidRunning } from '../helpers/server.ts';
+import { REDIRECT, authorize, insecure, startAuthorization, throughInstance, type Credentials } from '../helpers/rp.ts';
 
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/main.ts');
 const POSTGRES = Boolean(process.env.DATABASE_URL);
@@ -67,19 +67,6 @@ function getFresh(url: string): Promise<{ status: number; requestId: string }> {
   });
 }
 
-function pidRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true;
-  }
-}
 
 function exitOf(child: ChildProcess, timeoutMs: number): Promise<{ code: number | null; signal: string | null }> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
@@ -324,13 +311,7 @@ describe('two instances behind one issuer, no sticky sessions', { skip: POSTGRES
     });
     let secret: string;
     [b, { config: viaA, secret }] = await Promise.all([a.startAnother({ shareIssuer: true }), createRp(a, 'rp')]);
-    const { supportsPKCE: _method, ...meta } = viaA.serverMetadata();
-    viaB = new oidc.Configuration(
-      { ...meta, token_endpoint: on(b, meta.token_endpoint!), introspection_endpoint: on(b, meta.introspection_endpoint!), userinfo_endpoint: on(b, meta.userinfo_endpoint!), jwks_uri: on(b, meta.jwks_uri!) },
-      'rp',
-      secret,
-    );
-    oidc.allowInsecureRequests(viaB);
+    viaB = throughInstance(viaA, b.url, secret);
   });
   after(async () => {
     await b?.stop();

@@ -17,10 +17,10 @@
 // What does not: an interaction in flight (move the clock between complete journeys) and the
 // browser's own clock: the test browser keeps sending a remembered cookie past its `expires`,
 // as a copied cookie would be sent, so a refusal is the server's, not the browser's.
-import { createDb, type Db } from '../../src/db/knex.ts';
+import type { Db } from '../../src/db/knex.ts';
 import { sha256Hex } from '../../src/security/crypto.ts';
 import type { Browser } from './browser.ts';
-import type { TestServer } from './server.ts';
+import { withServerDb, type TestServer } from './server.ts';
 
 export const MINUTE = 60;
 export const HOUR = 3600;
@@ -29,32 +29,6 @@ export const DAY = 24 * HOUR;
 const SESSION_COOKIE = 'lk.session';
 /** Payload fields that are epoch seconds (oidc-provider's models and ours). */
 const TIME_FIELDS = ['iat', 'exp', 'nbf', 'loginTs', 'authTime'] as const;
-
-/**
- * Runs `fn` against the server's database: PostgreSQL directly while the server runs (so nothing
- * in its memory is reset); embedded PGlite (one process at a time) while it is stopped.
- */
-export async function withServerDb<T>(server: TestServer, fn: (db: Db) => Promise<T>): Promise<T> {
-  const open = () => createDb({ databaseUrl: server.env.DATABASE_URL || undefined, dataDir: server.env.DATA_DIR!, databasePoolMax: 1 });
-  if (server.env.DATABASE_URL) {
-    const db = open();
-    try {
-      return await fn(db);
-    } finally {
-      await db.destroy();
-    }
-  }
-  let result: T | undefined;
-  await server.restart({}, async () => {
-    const db = open();
-    try {
-      result = await fn(db);
-    } finally {
-      await db.destroy();
-    }
-  });
-  return result as T;
-}
 
 /** The provider session id in `browser`'s session cookie (the signature is the server's business). */
 export async function sessionCookieId(server: TestServer, browser: Browser): Promise<string> {

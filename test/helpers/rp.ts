@@ -88,3 +88,32 @@ export async function authorize(
   const tokens = await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state });
   return { pages, callback, tokens };
 }
+
+/**
+ * The same client as `config`, its back-channel requests (token, introspection, revocation,
+ * userinfo, keys) sent to `instanceUrl`: another process serving the same issuer, as a load
+ * balancer would route them.
+ */
+export function throughInstance(config: oidc.Configuration, instanceUrl: string, clientSecret: string): oidc.Configuration {
+  const { supportsPKCE: _pkce, ...meta } = config.serverMetadata();
+  const on = (endpoint: string | undefined) => {
+    if (!endpoint) return undefined;
+    const url = new URL(endpoint);
+    url.host = new URL(instanceUrl).host;
+    return url.href;
+  };
+  const via = new oidc.Configuration(
+    {
+      ...meta,
+      token_endpoint: on(meta.token_endpoint),
+      introspection_endpoint: on(meta.introspection_endpoint),
+      revocation_endpoint: on(meta.revocation_endpoint),
+      userinfo_endpoint: on(meta.userinfo_endpoint),
+      jwks_uri: on(meta.jwks_uri),
+    },
+    config.clientMetadata().client_id,
+    clientSecret,
+  );
+  oidc.allowInsecureRequests(via);
+  return via;
+}

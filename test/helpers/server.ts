@@ -16,6 +16,7 @@ import os from 'node:os';
 import crypto from 'node:crypto';
 import { after } from 'node:test';
 import pg from 'pg';
+import { createDb, type Db } from '../../src/db/knex.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MAIN = path.join(ROOT, 'src/main.ts');
@@ -32,7 +33,7 @@ let hooked = false;
 const running = (child: ChildProcess) => child.pid !== undefined && child.exitCode === null && child.signalCode === null;
 
 /** Whether `pid` is still a running process (not gone, not a zombie nobody reaped yet). */
-function pidRunning(pid: number): boolean {
+export function pidRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch {
@@ -324,4 +325,30 @@ export async function devMailLinks(server: TestServer, to: string, timeoutMs = 1
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`no mail to ${to} in the server log`);
+}
+
+/**
+ * Runs `fn` against the server's database: PostgreSQL directly while the server runs (so nothing
+ * in its memory is reset); embedded PGlite (one process at a time) while it is stopped.
+ */
+export async function withServerDb<T>(server: TestServer, fn: (db: Db) => Promise<T>): Promise<T> {
+  const open = () => createDb({ databaseUrl: server.env.DATABASE_URL || undefined, dataDir: server.env.DATA_DIR!, databasePoolMax: 1 });
+  if (server.env.DATABASE_URL) {
+    const db = open();
+    try {
+      return await fn(db);
+    } finally {
+      await db.destroy();
+    }
+  }
+  let result: T | undefined;
+  await server.restart({}, async () => {
+    const db = open();
+    try {
+      result = await fn(db);
+    } finally {
+      await db.destroy();
+    }
+  });
+  return result as T;
 }
