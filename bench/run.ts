@@ -25,7 +25,7 @@ import { PGlite } from '@electric-sql/pglite';
 import argon2 from 'argon2';
 import autocannon, { type Request as AcRequest } from 'autocannon';
 import pg from 'pg';
-import { freePort, testDatabaseLocation } from '../test/helpers/server.ts';
+import { freePort, START_FLAGS, testDatabaseLocation } from '../test/helpers/server.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MAIN = path.join(ROOT, 'src/main.ts');
@@ -46,10 +46,6 @@ const USERS = Math.round(num('BENCH_USERS', 200));
 const STARTUP_RUNS = Math.round(num('BENCH_STARTUP_RUNS', 3));
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((k) => k.trim())) : undefined;
 const CPU_PROF = Boolean(process.env.BENCH_CPU_PROF);
-// Latchkey runs with the node flags `npm start` uses (package.json's start script), as in production.
-const START_FLAGS = ((JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.match(/^node\s+(.*?)\s*src\/main\.ts/)?.[1] ?? '')
-  .split(/\s+/)
-  .filter(Boolean);
 // argon2 runs on libuv's thread pool: the server and the ceiling get the same size.
 const THREADS = Math.round(num('UV_THREADPOOL_SIZE', 4));
 const ARGON2 = { memoryCost: 19456, timeCost: 2, parallelism: 1 }; // OWASP, Latchkey's default

@@ -27,6 +27,13 @@ const CLI_TIMEOUT_MS = 120_000;
 const STOP_GRACE_MS = 10_000;
 const EXIT_HOOK_GRACE_MS = 3_000;
 
+/** The node flags of package.json's start script: servers run as `npm start` runs them. */
+export const START_FLAGS: string[] = (
+  (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.match(/^node\s+(.*?)\s*src\/main\.ts/)?.[1] ?? ''
+)
+  .split(/\s+/)
+  .filter(Boolean);
+
 const live = new Set<ChildProcess>();
 let hooked = false;
 
@@ -173,7 +180,7 @@ async function waitReady(url: string, child: ChildProcess, logs: string[]) {
 
 /** Starts `serve` and waits for /readyz; a server that does not get there is stopped, then the error thrown. */
 async function startChild(url: string, env: Record<string, string>, logs: string[], args: string[]): Promise<ChildProcess> {
-  const child = track(spawn(process.execPath, [MAIN, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const child = track(spawn(process.execPath, [...START_FLAGS, MAIN, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
   child.stdout!.on('data', (d) => logs.push(String(d)));
   child.stderr!.on('data', (d) => logs.push(String(d)));
   try {
