@@ -110,25 +110,39 @@ function createUpsertBatcher(db: Db) {
   let pending: Waiter[] = [];
   const write = (rows: PayloadRow[]) => db(TABLE).insert(rows).onConflict(['model', 'id_hash']).merge(MERGED);
 
-  async function flush(batch: Waiter[]): Promise<void> {
-    const latest = new Map<string, Waiter>();
-    for (const w of batch) latest.set(`${w.row.model}\0${w.row.id_hash}`, w);
-    const winners = [...latest.values()];
-    const settle = (winner: Waiter, err?: unknown) => {
-      const key = `${winner.row.model}\0${winner.row.id_hash}`;
-      for (const w of batch) {
-        if (`${w.row.model}\0${w.row.id_hash}` !== key) continue;
-        if (err === undefined) w.resolve();
-        else w.reject(err);
-      }
-    };
-    try {
-      await write(winners.map((w) => w.row));
-      for (const w of batch) w.resolve();
-    } catch (err) {
-      if (winners.length === 1) return settle(winners[0]!, err);
-      await Promise.all(winners.map((w) => write([w.row]).then(() => settle(w), (rowErr: unknown) => settle(w, rowErr))));
+  const rowOf = (callers: Waiter[]) => callers[callers.length - 1]!.row;
+  const settle = (callers: Waiter[], err?: unknown) => {
+    for (const w of callers) {
+      if (err === undefined) w.resolve();
+      else w.reject(err);
     }
+  };
+
+  /** One statement for these keys; if it fails, one per key, so a bad row fails only its callers. */
+  async function saveGroups(groups: Waiter[][]): Promise<void> {
+    try {
+      await write(groups.map(rowOf));
+      groups.forEach((callers) => settle(callers));
+    } catch (err) {
+      if (groups.length === 1) return settle(groups[0]!, err);
+      await Promise.all(groups.map((callers) => write([rowOf(callers)]).then(() => settle(callers), (rowErr: unknown) => settle(callers, rowErr))));
+    }
+  }
+
+  async function flush(batch: Waiter[]): Promise<void> {
+    // Callers by key, in the order they asked: the last one's row is what the key is saved as. Keys
+    // are grouped before the batch is split, so no key is in two statements at once.
+    const byKey = new Map<string, Waiter[]>();
+    for (const w of batch) {
+      const key = `${w.row.model}\0${w.row.id_hash}`;
+      const callers = byKey.get(key);
+      if (callers) callers.push(w);
+      else byKey.set(key, [w]);
+    }
+    const groups = [...byKey.values()];
+    const chunks: Waiter[][][] = [];
+    for (let i = 0; i < groups.length; i += MAX_BATCH) chunks.push(groups.slice(i, i + MAX_BATCH));
+    await Promise.all(chunks.map(saveGroups));
   }
 
   return (row: PayloadRow): Promise<void> =>
@@ -138,7 +152,7 @@ function createUpsertBatcher(db: Db) {
         setImmediate(() => {
           const asked = pending;
           pending = [];
-          for (let i = 0; i < asked.length; i += MAX_BATCH) void flush(asked.slice(i, i + MAX_BATCH));
+          void flush(asked);
         });
       }
     });
