@@ -8,7 +8,7 @@ import serveStatic from 'koa-static';
 import type Provider from 'oidc-provider';
 import type { Config } from './config.ts';
 import { createDb, type Db } from './db/knex.ts';
-import { migrateLatest } from './db/migrate.ts';
+import { prepareDatabase } from './db/prepare.ts';
 import { registerConsentRoutes } from './flows/consent/routes.ts';
 import type { FlowDeps } from './flows/context.ts';
 import { registerLoginRoutes } from './flows/login/routes.ts';
@@ -46,7 +46,7 @@ import { createFactorRegistry } from './methods/registry.ts';
 import { createLoginThrottle } from './security/login-throttle.ts';
 import { createClientStore, type ClientStore } from './oidc/clients.ts';
 import { attachProviderEvents } from './oidc/events.ts';
-import { ensureSigningKeys, loadSigningJwks, signingKeysVersion } from './oidc/keys.ts';
+import { loadSigningJwks, signingKeysVersion } from './oidc/keys.ts';
 import { assurancePolicyFrom, createProvider } from './oidc/provider.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, metricsEndpoint } from './observability/metrics.ts';
@@ -102,10 +102,7 @@ const PROVIDER_ONLY_PATHS = new Set(['/token', '/token/introspection', '/token/r
 export async function createLatchkey(config: Config, log: Logger, options: LatchkeyOptions): Promise<Latchkey> {
   const secrets = loadSecrets(config, log);
   const db = options.db ?? createDb(config);
-  const applied = await migrateLatest(db);
-  if (applied.length) log.info({ event: 'db.migrated', applied }, 'database migrated');
-  const createdKeys = await ensureSigningKeys(db, secrets.atRestKey);
-  if (createdKeys.length) log.info({ event: 'keys.created', algs: createdKeys }, 'signing keys generated');
+  await prepareDatabase(db, secrets.atRestKey, log);
 
   const views = createViews({ productName: config.productName, themeDir: config.themeDir });
   const metrics = createMetrics();

@@ -12,9 +12,8 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Readable, Writable } from 'node:stream';
 import type { Config } from './config.ts';
 import { createDb } from './db/knex.ts';
-import { migrateLatest } from './db/migrate.ts';
+import { prepareDatabase } from './db/prepare.ts';
 import type { Logger } from './observability/logger.ts';
-import { ensureSigningKeys } from './oidc/keys.ts';
 import { loadSecrets } from './security/secrets.ts';
 
 export interface ClusterPolicy {
@@ -39,14 +38,11 @@ export const DEFAULT_POLICY: ClusterPolicy = {
 };
 
 /** Migrations and first signing keys, once, before any worker starts (then theirs find nothing to do). */
-export async function prepareDatabase(config: Config, log: Logger): Promise<void> {
+export async function prepareDatabaseOnce(config: Config, log: Logger): Promise<void> {
   const db = createDb(config);
   try {
-    const applied = await migrateLatest(db);
-    if (applied.length) log.info({ event: 'db.migrated', applied }, 'database migrated');
     // Also creates the development secret in DATA_DIR (without LATCHKEY_SECRET) before the workers read it.
-    const created = await ensureSigningKeys(db, loadSecrets(config, log).atRestKey);
-    if (created.length) log.info({ event: 'keys.created', algs: created }, 'signing keys generated');
+    await prepareDatabase(db, loadSecrets(config, log).atRestKey, log);
   } finally {
     await db.destroy();
   }

@@ -93,8 +93,8 @@ async function serveCommand(args: string[]): Promise<number | undefined> {
     { event: 'server.starting', node: process.version, database: 'postgresql', pid: process.pid, workers: config.workers },
     `Latchkey starting ${config.workers} workers on Node ${process.version}`,
   );
-  const { prepareDatabase, runPrimary } = await import('./cluster.ts');
-  await prepareDatabase(config, log);
+  const { prepareDatabaseOnce, runPrimary } = await import('./cluster.ts');
+  await prepareDatabaseOnce(config, log);
   return runPrimary(config, log);
 }
 
