@@ -68,6 +68,19 @@ async function accountPage(browser: Browser): Promise<boolean> {
   return true;
 }
 
+/** The session still works for every way of using it: an RP finds it without a prompt, and so do the account pages. */
+async function assertSignedIn(browser: Browser, why: string) {
+  assert.equal(await silentSignIn(browser), true, `${why}: an RP finds the session`);
+  assert.equal(await accountPage(browser), true, `${why}: the account page opens`);
+}
+
+/** The use just made gave the session a full idle window of `seconds` (less a minute for the test's own steps). */
+async function assertFreshIdleWindow(browser: Browser, seconds: number, what: string) {
+  // (Reading the embedded database restarts the server: a few seconds pass.)
+  const { left } = await sessionTimes(server, browser);
+  assert.ok(left <= seconds && left > seconds - MINUTE, `the use gave it a fresh ${what}, not ${left} s`);
+}
+
 /** The session is over for every way of using it: the RP must sign the user in again, and so must the account pages. */
 async function assertSignedOut(browser: Browser, why: string) {
   assert.equal(await silentSignIn(browser), false, `${why}: an RP gets login_required`);
@@ -78,11 +91,8 @@ describe('idle timeout, not remembered (30 minutes)', () => {
   test('used 29 minutes after the last use it still works; left 31 minutes it is refused', async () => {
     const { browser } = await signIn('idle', false);
     await advanceSessionClock(server, browser, 29 * MINUTE);
-    assert.equal(await silentSignIn(browser), true, '29 minutes unused: still signed in');
-    assert.equal(await accountPage(browser), true);
-    const times = await sessionTimes(server, browser);
-    // (Reading the embedded database restarts the server: a few seconds pass.)
-    assert.ok(times.left <= IDLE && times.left > IDLE - MINUTE, `the use gave it a fresh ${IDLE} s, not ${times.left} s`);
+    await assertSignedIn(browser, '29 minutes unused');
+    await assertFreshIdleWindow(browser, IDLE, `${IDLE} s`);
 
     await advanceSessionClock(server, browser, 31 * MINUTE);
     await assertSignedOut(browser, '31 minutes unused');
@@ -111,10 +121,8 @@ describe('idle timeout, "Keep me signed in" (14 days)', () => {
     const { browser } = await signIn('remember', true);
     // Far past the short idle timeout: a remembered session idles for 14 days.
     await advanceSessionClock(server, browser, 13 * DAY);
-    assert.equal(await silentSignIn(browser), true, '13 days unused: still signed in');
-    assert.equal(await accountPage(browser), true);
-    const times = await sessionTimes(server, browser);
-    assert.ok(times.left <= REMEMBER_IDLE && times.left > REMEMBER_IDLE - MINUTE, `the use gave it a fresh 14 days (the absolute end is 17 days away), not ${times.left} s`);
+    await assertSignedIn(browser, '13 days unused');
+    await assertFreshIdleWindow(browser, REMEMBER_IDLE, '14 days (the absolute end is 17 days away)');
 
     // 28 days after the sign-in: before the absolute end, so this is the idle timeout.
     await advanceSessionClock(server, browser, 15 * DAY);
@@ -127,8 +135,7 @@ describe('absolute timeout (30 days after the sign-in)', () => {
     const { browser } = await signIn('absolute', true);
     for (const day of [10, 20]) {
       await advanceSessionClock(server, browser, 10 * DAY);
-      assert.equal(await silentSignIn(browser), true, `used on day ${day}`);
-      assert.equal(await accountPage(browser), true, `the account page on day ${day}`);
+      await assertSignedIn(browser, `used on day ${day}`);
     }
     // Used on day 29 and a last time an hour before the end: each use slides the idle window, but
     // never past 30 days after the sign-in.
